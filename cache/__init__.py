@@ -1,0 +1,1 @@
+"""The records cache: tables, migrations, the record store, merge rules, cursors, locks."""

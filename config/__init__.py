@@ -1,0 +1,1 @@
+"""Configuration: typed settings, the integrations file, frequencies, the command line."""

@@ -1,0 +1,152 @@
+"""The integrations file (nango.yaml v2 + hooksync's ``providers`` extension) as typed values.
+
+The loader (``load_integrations``) lives in ``config/loader.py``; this module only holds the
+frozen values every other package reads, so importing it costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "AuthConfig",
+    "ConnectionRoute",
+    "FieldRef",
+    "IntegrationConfig",
+    "Integrations",
+    "ModelConfig",
+    "Problem",
+    "ProviderConfig",
+    "SignatureConfig",
+    "SyncConfig",
+    "WebhookConfig",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error or warning found in the integrations file.
+
+    ``path`` is dotted from the file's root, e.g. ``integrations.hubspot.syncs.contacts.runs``.
+    """
+
+    code: str
+    message: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    #: field name -> type string as written ("string", "number | null", ...); a trailing
+    #: ``?`` on the name is stripped and recorded in ``optional``.
+    fields: dict[str, object]
+    optional: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    name: str
+    integration: str  # the provider_config_key
+    runs: str
+    interval_seconds: int
+    webhook_subscriptions: tuple[str, ...] = ()
+    output: tuple[str, ...] = ()
+    sync_type: Literal["incremental", "full"] = "incremental"
+    track_deletes: bool = False
+    auto_start: bool = True
+    description: str = ""
+    version: str | None = None
+    scopes: tuple[str, ...] = ()
+    endpoints: tuple[dict[str, str], ...] = ()
+    input: str | None = None
+
+    def is_subscribed_to(self, event_type: str | None) -> bool:
+        """True when a webhook of ``event_type`` should run this sync's webhook handler."""
+        if "*" in self.webhook_subscriptions:
+            return True
+        return event_type is not None and event_type in self.webhook_subscriptions
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """Where a value sits in an incoming webhook: a header, or a dotted path in the JSON body."""
+
+    header: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionRoute:
+    """How a webhook finds its connection: the body value at ``path`` is compared with
+    ``match``, either ``connection_id`` or ``metadata.<dotted key>`` of each connection."""
+
+    path: str
+    match: str = "connection_id"
+
+
+@dataclass(frozen=True)
+class SignatureConfig:
+    """A signature scheme name (``hmac-sha256``, ``github``, ``none``, ...) and its options."""
+
+    scheme: str
+    header: str | None = None
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    timestamp_header: str | None = None
+    tolerance_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    signature: SignatureConfig = SignatureConfig(scheme="none")
+    event_type: FieldRef | None = None
+    connection: ConnectionRoute | None = None
+    delivery_id: FieldRef | None = None
+    batch: FieldRef | None = None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How the connection's credentials are sent: ``bearer``, ``basic``, ``header`` (with
+    ``name``), ``query`` (with ``name``) or ``none``."""
+
+    type: Literal["bearer", "basic", "header", "query", "none"] = "bearer"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    key: str
+    preset: str | None = None
+    base_url: str | None = None
+    auth: AuthConfig = AuthConfig()
+    #: Several secrets may be active at once during rotation; any one verifying is enough.
+    webhook_secrets: tuple[str, ...] = ()
+    forward_webhooks: bool = False
+    webhook: WebhookConfig = WebhookConfig()
+
+
+@dataclass(frozen=True)
+class IntegrationConfig:
+    key: str
+    syncs: dict[str, SyncConfig]
+    provider: ProviderConfig
+
+
+@dataclass(frozen=True)
+class Integrations:
+    """Everything the integrations file declares, plus what was wrong with it."""
+
+    integrations: dict[str, IntegrationConfig] = field(default_factory=dict)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    errors: tuple[Problem, ...] = ()
+    warnings: tuple[Problem, ...] = ()
+
+    def get_sync(self, integration: str, sync: str) -> SyncConfig | None:
+        config = self.integrations.get(integration)
+        return config.syncs.get(sync) if config else None

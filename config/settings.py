@@ -1,0 +1,230 @@
+"""Typed settings from ``HOOKSYNC_*`` environment variables (DESIGN §3).
+
+Nothing here runs at import time: processes call ``load_settings()`` at start-up, and a
+missing or malformed value stops them with one line naming the variable and the value.
+Secrets left unset are generated once into ``var/secrets.json`` so that every process on
+the machine (web, worker, beat) agrees on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from config.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+#: Secrets generated on first run when their variable is unset.
+_GENERATED_SECRETS = ("secret_key", "webhook_signing_key", "encryption_key")
+
+
+@dataclass(frozen=True)
+class Settings:
+    secret_key: str = field(repr=False)
+    #: The first key signs; all of them are listed in Standard Webhooks signatures so an
+    #: app can rotate its secret without dropping a delivery.
+    webhook_signing_keys: tuple[str, ...] = field(repr=False)
+    encryption_key: str = field(repr=False)
+    database_url: str
+    #: None means: start (or reuse) the embedded Redis under ``var_dir``.
+    redis_url: str | None
+    app_webhook_urls: tuple[str, ...]
+    integrations_dir: Path
+    host: str
+    port: int
+    notify_empty: bool
+    var_dir: Path
+    max_webhook_bytes: int = 1024 * 1024
+    webhook_tolerance_seconds: int = 300
+    tick_seconds: float = 5.0
+    lease_seconds: int = 90
+
+    @property
+    def webhook_signing_key(self) -> str:
+        return self.webhook_signing_keys[0]
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every ``HOOKSYNC_*`` variable.
+
+    Raises:
+        ConfigError: one line naming the variable and its bad value.
+    """
+    env = os.environ if environ is None else environ
+    var_dir = Path(env.get("HOOKSYNC_VAR_DIR", "var")).resolve()
+    generated = _load_or_generate_secrets(var_dir, env)
+
+    signing_keys = tuple(
+        key.strip() for key in generated["webhook_signing_key"].split(",") if key.strip()
+    )
+    if not signing_keys:
+        raise ConfigError(
+            f"HOOKSYNC_WEBHOOK_SIGNING_KEY={env.get('HOOKSYNC_WEBHOOK_SIGNING_KEY')!r} "
+            "lists no key; give one, or two comma-separated during rotation"
+        )
+    return Settings(
+        secret_key=generated["secret_key"],
+        webhook_signing_keys=signing_keys,
+        encryption_key=_parse_encryption_key(generated["encryption_key"]),
+        database_url=_parse_database_url(env, var_dir),
+        redis_url=_parse_redis_url(env),
+        app_webhook_urls=_parse_urls(env, "HOOKSYNC_APP_WEBHOOK_URLS"),
+        integrations_dir=Path(env.get("HOOKSYNC_INTEGRATIONS_DIR", "integrations")).resolve(),
+        host=env.get("HOOKSYNC_HOST", "127.0.0.1"),
+        port=_parse_int(env, "HOOKSYNC_PORT", 3003, minimum=1, maximum=65535),
+        notify_empty=_parse_bool(env, "HOOKSYNC_NOTIFY_EMPTY", True),
+        var_dir=var_dir,
+        max_webhook_bytes=_parse_int(env, "HOOKSYNC_MAX_WEBHOOK_BYTES", 1024 * 1024, minimum=1),
+        webhook_tolerance_seconds=_parse_int(
+            env, "HOOKSYNC_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1
+        ),
+        tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 5.0, minimum=0.1),
+        lease_seconds=_parse_int(env, "HOOKSYNC_LEASE_SECONDS", 90, minimum=5),
+    )
+
+
+def _load_or_generate_secrets(var_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
+    values = {name: env.get(f"HOOKSYNC_{name.upper()}", "") for name in _GENERATED_SECRETS}
+    if all(values.values()):
+        return values
+    stored = _read_or_create_secrets_file(var_dir / "secrets.json")
+    return {name: value or stored[name] for name, value in values.items()}
+
+
+def _read_or_create_secrets_file(path: Path) -> dict[str, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = {
+        "secret_key": secrets.token_urlsafe(32),
+        "webhook_signing_key": secrets.token_urlsafe(32),
+        "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
+    # O_EXCL: when web, worker and beat start together exactly one of them writes the file
+    # and the others read what it wrote, so all processes share the same secrets.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secrets_file(path)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    return fresh
+
+
+def _read_secrets_file(path: Path) -> dict[str, str]:
+    for _ in range(50):  # the creator may still be writing it
+        try:
+            data = json.loads(path.read_text() or "null")
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and all(isinstance(data.get(n), str) for n in _GENERATED_SECRETS):
+            return data
+        time.sleep(0.05)
+    raise ConfigError(f"{path} is not a valid secrets file; delete it to generate new secrets")
+
+
+def _parse_encryption_key(value: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (ValueError, TypeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            "HOOKSYNC_ENCRYPTION_KEY must be 32 bytes in url-safe base64 (44 characters), "
+            f"got a value of {len(value)} characters"
+        )
+    return value
+
+
+def _parse_database_url(env: Mapping[str, str], var_dir: Path) -> str:
+    url = env.get("HOOKSYNC_DATABASE_URL", "")
+    if not url:
+        return f"sqlite:///{var_dir / 'hooksync.db'}"
+    scheme = url.split(":", 1)[0]
+    if "://" not in url or not scheme.split("+")[0] in {"sqlite", "postgresql", "postgres"}:
+        raise ConfigError(
+            f"HOOKSYNC_DATABASE_URL={_redact(url)!r} is not a SQLite or Postgres SQLAlchemy URL; "
+            "use sqlite:///path/to.db or postgresql+psycopg://user:pass@host/db"
+        )
+    if scheme.startswith("postgres") and not scheme.startswith("postgresql+"):
+        # SQLAlchemy needs a driver name; psycopg (v3) is the one we install.
+        url = "postgresql+psycopg" + url[len(scheme) :]
+    return url
+
+
+def _parse_redis_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("HOOKSYNC_REDIS_URL", "")
+    if not url:
+        return None
+    if urlparse(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ConfigError(
+            f"HOOKSYNC_REDIS_URL={_redact(url)!r} must start with redis://, rediss:// or unix://"
+        )
+    return url
+
+
+def _parse_urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for url in urls:
+        parsed = urlparse(url)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise ConfigError(f"{name} must list http:// or https:// URLs, got {url!r}")
+    return urls
+
+
+def _parse_int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
+    return value
+
+
+def _parse_float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {env[name]!r}")
+
+
+def _redact(url: str) -> str:
+    """Hide the password of a URL so it never reaches a log or an error."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
