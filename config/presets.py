@@ -1,0 +1,147 @@
+"""Built-in provider presets: data only, in the shape of a ``providers.<key>`` YAML entry.
+
+A ``providers.<key>.preset: <name>`` entry is deep-merged *under* the keys written in
+nango.yaml: anything spelled out there wins, key by key, at every depth. Each preset
+follows the provider's documented webhook format and Nango's own routing for it.
+
+Conventions:
+
+* ``batch: {path: "$"}`` means the request body itself is a JSON array of events (HubSpot);
+  any other path names an array inside the body.
+* ``connection.match`` is ``connection_id`` or ``metadata.<key>``; presets match against
+  connection metadata under the same name the provider uses, like Nango's connection
+  config (e.g. HubSpot's ``portalId`` is compared with ``metadata.portalId``).
+* Shopify names the shop only in the ``X-Shopify-Shop-Domain`` header, which a body path
+  cannot reach. Its preset reads ``shop_domain`` from the body (present in the shop and
+  GDPR topics); set ``connection`` yourself if your topics need another key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["BATCH_ROOT", "PRESETS", "SIGNATURE_SCHEMES"]
+
+#: The ``batch.path`` meaning "the body is the array of events".
+BATCH_ROOT = "$"
+
+#: Names of the signature schemes ``ingress/signatures.py`` implements. Kept here so the
+#: loader can validate ``webhook.signature.scheme`` without importing the web package; a
+#: unit test checks both lists stay equal.
+SIGNATURE_SCHEMES: tuple[str, ...] = (
+    "none",
+    "hmac-sha256",
+    "github",
+    "stripe",
+    "slack",
+    "shopify",
+    "hubspot-v3",
+    "linear",
+    "standard-webhooks",
+)
+
+#: preset name -> a ``providers.<key>`` entry (without ``preset`` and secrets).
+PRESETS: dict[str, dict[str, Any]] = {
+    "github": {
+        "base_url": "https://api.github.com",
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {
+                "scheme": "github",
+                "header": "X-Hub-Signature-256",
+                "encoding": "hex",
+                "prefix": "sha256=",
+            },
+            "event_type": {"header": "X-GitHub-Event"},
+            "delivery_id": {"header": "X-GitHub-Delivery"},
+            # GitHub App deliveries name the installation; Nango keys GitHub App
+            # connections by installation_id.
+            "connection": {"path": "installation.id", "match": "metadata.installation_id"},
+        },
+    },
+    "stripe": {
+        "base_url": "https://api.stripe.com",
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {
+                "scheme": "stripe",
+                "header": "Stripe-Signature",
+                "tolerance_seconds": 300,
+            },
+            "event_type": {"path": "type"},
+            "delivery_id": {"path": "id"},
+            # Connect events carry the connected account id ("acct_...").
+            "connection": {"path": "account", "match": "metadata.account"},
+        },
+    },
+    "slack": {
+        "base_url": "https://slack.com/api",
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {
+                "scheme": "slack",
+                "header": "X-Slack-Signature",
+                "timestamp_header": "X-Slack-Request-Timestamp",
+                "tolerance_seconds": 300,
+            },
+            "event_type": {"path": "event.type"},
+            "delivery_id": {"path": "event_id"},
+            "connection": {"path": "team_id", "match": "metadata.team_id"},
+        },
+    },
+    "shopify": {
+        "auth": {"type": "header", "name": "X-Shopify-Access-Token"},
+        "webhook": {
+            "signature": {
+                "scheme": "shopify",
+                "header": "X-Shopify-Hmac-Sha256",
+                "encoding": "base64",
+            },
+            "event_type": {"header": "X-Shopify-Topic"},
+            "delivery_id": {"header": "X-Shopify-Webhook-Id"},
+            "connection": {"path": "shop_domain", "match": "metadata.shop_domain"},
+        },
+    },
+    "hubspot": {
+        "base_url": "https://api.hubapi.com",
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {
+                "scheme": "hubspot-v3",
+                "header": "X-HubSpot-Signature-v3",
+                "encoding": "base64",
+                "timestamp_header": "X-HubSpot-Request-Timestamp",
+                "tolerance_seconds": 300,
+            },
+            # HubSpot posts a JSON array of events, each with its own type and portal.
+            "batch": {"path": BATCH_ROOT},
+            "event_type": {"path": "subscriptionType"},
+            "delivery_id": {"path": "eventId"},
+            "connection": {"path": "portalId", "match": "metadata.portalId"},
+        },
+    },
+    "linear": {
+        "base_url": "https://api.linear.app",
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {"scheme": "linear", "header": "Linear-Signature", "encoding": "hex"},
+            "event_type": {"path": "type"},
+            "delivery_id": {"header": "Linear-Delivery"},
+            "connection": {"path": "organizationId", "match": "metadata.organizationId"},
+        },
+    },
+    "standard-webhooks": {
+        "auth": {"type": "bearer"},
+        "webhook": {
+            "signature": {
+                "scheme": "standard-webhooks",
+                "header": "webhook-signature",
+                "encoding": "base64",
+                "timestamp_header": "webhook-timestamp",
+                "tolerance_seconds": 300,
+            },
+            "event_type": {"path": "type"},
+            "delivery_id": {"header": "webhook-id"},
+        },
+    },
+}
