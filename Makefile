@@ -1,0 +1,49 @@
+# The entry points. Each target sets itself up from a fresh clone: no manual step, no root,
+# no Docker. `make demo` and `make test` are the two commands the README promises.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+NODE_CLIENT := tests/e2e/node/node_modules/@nangohq/node
+
+.PHONY: demo test test-unit bench lint format clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "hooksync needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+# The official Nango Node client, used by the end-to-end contract tests (skipped without npm
+# locally; CI installs it).
+$(NODE_CLIENT): tests/e2e/node/package.json
+	@if command -v npm >/dev/null; then cd tests/e2e/node && npm install --no-audit --no-fund --silent; \
+	else echo "npm not found: the Nango Node client tests will be skipped"; fi
+
+demo: $(STAMP)
+	$(BIN)/python -m demo.run
+
+test: $(STAMP) $(NODE_CLIENT)
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/e2e/node/node_modules

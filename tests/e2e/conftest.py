@@ -1,0 +1,126 @@
+"""A whole deployment as real processes: gunicorn, a Celery worker, Celery beat, the
+embedded Redis (HOOKSYNC_REDIS_URL unset) and SQLite, plus the demo's fake task tracker
+and app receiver on loopback."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from demo.app_receiver import AppReceiver
+from demo.fake_tracker import FakeTracker
+from demo.http_thread import ServerThread
+from demo.stack import Stack
+from tests.support.servers import free_port
+
+
+@dataclass
+class Deployment:
+    stack: Stack
+    tracker: FakeTracker
+    receiver: AppReceiver
+    api_key: str
+    signing_key: str
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.stack.base_url
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def records(self, connection_id: str = "acme", **params: Any) -> dict[str, Any]:
+        response = requests.get(
+            f"{self.url}/records",
+            params={"model": "Task", **params},
+            headers={**self.auth(), "Connection-Id": connection_id,
+                     "Provider-Config-Key": "tasktracker"},
+            timeout=10,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def record(self, task_id: str) -> dict[str, Any]:
+        found = self.records(ids=task_id)["records"]
+        assert len(found) == 1, found
+        return found[0]
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Iterator[Deployment]:
+    api_key, signing_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    tracker = FakeTracker(
+        api_token=secrets.token_urlsafe(16),
+        webhook_secret=secrets.token_urlsafe(16),
+        workspace_id="ws_acme",
+    )
+    receiver = AppReceiver(signing_key)
+    with tempfile.TemporaryDirectory(prefix="hooksync-e2e-") as folder:
+        tracker_server = ServerThread(tracker.app).start()
+        receiver_server = ServerThread(receiver.app).start()
+        env = {
+            "HOOKSYNC_VAR_DIR": str(Path(folder) / "var"),
+            "HOOKSYNC_REDIS_URL": "",  # the embedded default
+            "HOOKSYNC_DATABASE_URL": "",  # SQLite under the var dir
+            "HOOKSYNC_PORT": str(free_port()),
+            "HOOKSYNC_SECRET_KEY": api_key,
+            "HOOKSYNC_WEBHOOK_SIGNING_KEY": signing_key,
+            "HOOKSYNC_APP_WEBHOOK_URLS": f"{receiver_server.url}/hooks/hooksync",
+            "HOOKSYNC_TICK_SECONDS": "1",
+            "TASKTRACKER_BASE_URL": tracker_server.url,
+            "TASKTRACKER_WEBHOOK_SECRET": tracker.webhook_secret,
+        }
+        stack = Stack(env, log_dir=Path(folder) / "logs")
+        tracker.webhook_url = f"{stack.base_url}/webhook/tasktracker"
+        try:
+            stack.start()
+            yield Deployment(stack, tracker, receiver, api_key, signing_key, env)
+        except BaseException:
+            for name in ("web", "worker", "beat"):
+                print(f"--- {name} log ---\n{stack.tail(name, 80)}")
+            raise
+        finally:
+            stack.stop()
+            tracker.release_list_requests()
+            tracker_server.stop()
+            receiver_server.stop()
+
+
+def notified(sync_type: str, **counts: int):
+    def predicate(body: dict) -> bool:
+        if body.get("syncType") != sync_type or not body.get("success"):
+            return False
+        results = body["responseResults"]
+        return all(results.get(name) == value for name, value in counts.items())
+
+    return predicate
+
+
+@pytest.fixture(scope="session")
+def connected(deployment: Deployment) -> Deployment:
+    """The tracker has three tasks; creating the connection runs the initial sync at once."""
+    for title in ("Write the launch post", "Fix login redirect", "Plan Q3 roadmap"):
+        deployment.tracker.create_task(title, notify=False)
+    response = requests.post(
+        f"{deployment.url}/connections",
+        json={
+            "provider_config_key": "tasktracker",
+            "connection_id": "acme",
+            "credentials": {"type": "API_KEY", "api_key": deployment.tracker.api_token},
+            "metadata": {"workspace_id": "ws_acme"},
+        },
+        headers=deployment.auth(),
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    assert deployment.tracker.api_token not in response.text
+    deployment.receiver.wait_for(notified("INITIAL", added=3), timeout=60)
+    return deployment
