@@ -126,7 +126,7 @@ class ProviderConfig:
     base_url: str | None = None
     auth: AuthConfig = AuthConfig()
     #: Several secrets may be active at once during rotation; any one verifying is enough.
-    webhook_secrets: tuple[str, ...] = ()
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     forward_webhooks: bool = False
     webhook: WebhookConfig = WebhookConfig()
 
