@@ -53,9 +53,9 @@ class AppContext:
 
     @cached_property
     def integrations(self) -> Integrations:
-        from config.loader import load_integrations_or_raise
-
         import os
+
+        from config.loader import load_integrations_or_raise
 
         return load_integrations_or_raise(self.settings.integrations_dir, os.environ)
 

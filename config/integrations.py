@@ -56,7 +56,8 @@ class SyncConfig:
     interval_seconds: int
     webhook_subscriptions: tuple[str, ...] = ()
     output: tuple[str, ...] = ()
-    sync_type: Literal["incremental", "full"] = "incremental"
+    #: As in Nango, a sync that does not say ``incremental`` is ``full``.
+    sync_type: Literal["incremental", "full"] = "full"
     track_deletes: bool = False
     auto_start: bool = True
     description: str = ""

@@ -53,9 +53,8 @@ def ensure_embedded_redis(var_dir: Path, *, timeout: float = 15.0) -> str:
             deadline = time.monotonic() + timeout
             while not _is_up(socket_path):
                 if time.monotonic() > deadline:
-                    raise ConfigError(
-                        f"embedded Redis did not start within {timeout}s; see {folder / 'redis.log'}"
-                    )
+                    log = folder / "redis.log"
+                    raise ConfigError(f"embedded Redis did not start within {timeout}s; see {log}")
                 time.sleep(0.05)
     return embedded_redis_url(var_dir)
 

@@ -151,7 +151,7 @@ def _parse_database_url(env: Mapping[str, str], var_dir: Path) -> str:
     if not url:
         return f"sqlite:///{var_dir / 'hooksync.db'}"
     scheme = url.split(":", 1)[0]
-    if "://" not in url or not scheme.split("+")[0] in {"sqlite", "postgresql", "postgres"}:
+    if "://" not in url or scheme.split("+")[0] not in {"sqlite", "postgresql", "postgres"}:
         raise ConfigError(
             f"HOOKSYNC_DATABASE_URL={_redact(url)!r} is not a SQLite or Postgres SQLAlchemy URL; "
             "use sqlite:///path/to.db or postgresql+psycopg://user:pass@host/db"

@@ -127,7 +127,9 @@ class FakeTracker:
         sent_at = time.monotonic()
         response = requests.post(self.webhook_url, data=body, headers=headers, timeout=10)
         ack_ms = (time.monotonic() - sent_at) * 1000
-        return WebhookSent(event, task_id, delivery_id, sent_at, response.status_code, ack_ms, payload)
+        return WebhookSent(
+            event, task_id, delivery_id, sent_at, response.status_code, ack_ms, payload
+        )
 
     # -- HTTP API ----------------------------------------------------------------------
 

@@ -166,7 +166,9 @@ class Demo:
         counts = body.get("responseResults") or {}
         summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("added", "updated", "deleted"))
         check = "signature ✓" if item.signature_ok else f"{YELLOW}signature ✗{RESET}"
-        latency = f" — {(item.received_at - since) * 1000:.0f} ms after the webhook" if since else ""
+        latency = (
+            f" — {(item.received_at - since) * 1000:.0f} ms after the webhook" if since else ""
+        )
         if not body.get("success", False):
             self.say.say(f"{YELLOW}app notified: {body['syncType']} run failed{RESET}: "
                          f"{body.get('error')}")  # fmt: skip
@@ -186,8 +188,9 @@ class Demo:
                 for task_id, when in list(self.lost):
                     if task_id == record["id"]:
                         self.lost.remove((task_id, when))
+                        late = time.monotonic() - when
                         self.say.more(f"{GREEN}→ poll reconciled the lost webhook "
-                                      f"{time.monotonic() - when:.1f} s after the change{RESET}")  # fmt: skip
+                                      f"{late:.1f} s after the change{RESET}")  # fmt: skip
 
     def _read_changes(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []

@@ -9,7 +9,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import Deployment, notified as _is
+from tests.e2e.conftest import Deployment
+from tests.e2e.conftest import notified as _is
 
 pytestmark = pytest.mark.e2e
 

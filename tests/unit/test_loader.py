@@ -181,11 +181,24 @@ def test_minimal_sync_defaults(tmp_path: Path) -> None:
     assert sync is not None
     assert sync.integration == "myapi"
     assert sync.interval_seconds == 3600
-    assert sync.sync_type == "incremental"
+    assert sync.sync_type == "full"
     assert sync.track_deletes is False
     assert sync.auto_start is True
     assert sync.webhook_subscriptions == ("contact.updated",)
     assert sync.is_subscribed_to("contact.updated")
+
+
+def test_a_sync_without_sync_type_is_full_as_in_nango(tmp_path: Path) -> None:
+    # Nango's nango.yaml parser makes a sync `full` unless it says `incremental`.
+    assert "sync_type" not in BASE
+    result = load(tmp_path, BASE)
+    assert result.errors == ()
+    sync = result.get_sync("myapi", "contacts")
+    assert sync is not None and sync.sync_type == "full"
+    # Saying so explicitly still gives an incremental sync.
+    incremental = BASE.replace("runs: every 1h", "runs: every 1h\n        sync_type: incremental")
+    sync = load(tmp_path, incremental).get_sync("myapi", "contacts")
+    assert sync is not None and sync.sync_type == "incremental"
 
 
 def test_invalid_runs_names_path_and_value(tmp_path: Path) -> None:
@@ -236,7 +249,7 @@ def test_sync_value_forms(tmp_path: Path) -> None:
         "        webhook-subscriptions: contact.updated\n",
         """\
         webhook-subscriptions: ['*']
-        sync_type: FULL
+        sync_type: Incremental
         track_deletes: true
         auto_start: false
         version: 2
@@ -250,7 +263,7 @@ def test_sync_value_forms(tmp_path: Path) -> None:
     assert sync is not None
     assert sync.webhook_subscriptions == ("*",)
     assert sync.is_subscribed_to("anything")
-    assert sync.sync_type == "full"
+    assert sync.sync_type == "incremental"
     assert (sync.track_deletes, sync.auto_start) == (True, False)
     assert sync.version == "2"
     assert sync.scopes == ("a", "b")
@@ -587,7 +600,7 @@ def test_describe_is_the_check_json_shape(tmp_path: Path) -> None:
                 "contacts": {
                     "runs": "every 1h",
                     "interval_seconds": 3600,
-                    "sync_type": "incremental",
+                    "sync_type": "full",
                     "track_deletes": False,
                     "auto_start": True,
                     "webhook_subscriptions": ["*"],

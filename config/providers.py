@@ -1,0 +1,432 @@
+"""Parse the ``providers:`` section of ``nango.yaml``, hooksync's extension to Nango's file.
+
+Each ``providers.<key>`` entry becomes a ``ProviderConfig``: the API's base URL and auth,
+its webhook secrets, and how to read its webhooks (signature, event type, connection,
+delivery id, batch). A ``preset`` is deep-merged under the keys written in the file (see
+``config/presets.py``).
+
+``${VAR}`` (or ``${VAR:-default}``) in ``base_url`` and ``webhook_secret`` is read from the
+``environ`` passed in; values that hold secrets are never echoed in a problem message.
+
+Like the rest of the loader this never raises for what the file says: problems go to the
+``report`` passed in and whatever is valid is still returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, Literal, Protocol, cast
+
+from config.integrations import (
+    AuthConfig,
+    ConnectionRoute,
+    FieldRef,
+    ProviderConfig,
+    SignatureConfig,
+    WebhookConfig,
+)
+from config.presets import BATCH_ROOT, PRESETS, SIGNATURE_SCHEMES
+
+__all__ = ["ProblemReport", "parse_providers"]
+
+_PROVIDER_KEYS = frozenset(
+    {"preset", "base_url", "webhook_secret", "forward_webhooks", "auth", "webhook"}
+)
+_WEBHOOK_KEYS = frozenset({"signature", "event_type", "connection", "delivery_id", "batch"})
+_SIGNATURE_KEYS = frozenset(
+    {"scheme", "header", "encoding", "prefix", "timestamp_header", "tolerance_seconds"}
+)
+_AuthType = Literal["bearer", "basic", "header", "query", "none"]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ProblemReport(Protocol):
+    """Where problems go; the loader's collector, so every problem lands in one list."""
+
+    def error(self, code: str, path: str, message: str) -> None: ...
+
+    def warn(self, code: str, path: str, message: str) -> None: ...
+
+    def expect(
+        self, value: object, kinds: type | tuple[type, ...], path: str, expected: str
+    ) -> bool: ...
+
+    def unknown_keys(self, raw: Mapping[Any, Any], known: frozenset[str], path: str) -> None: ...
+
+
+def parse_providers(
+    raw: object,
+    integration_keys: Collection[str],
+    environ: Mapping[str, str],
+    report: ProblemReport,
+) -> dict[str, ProviderConfig]:
+    """Parse the ``providers`` section into one ``ProviderConfig`` per integration key.
+
+    Args:
+        raw: The ``providers`` value as read from YAML (None when the section is absent).
+        integration_keys: Keys declared under ``integrations``; an entry for any other key
+            is kept but warned about as unused.
+        environ: Where ``${VAR}`` references are looked up.
+        report: Receives every error and warning.
+
+    Returns:
+        integration key -> provider settings, for each entry that is a mapping.
+    """
+    if raw is None:
+        return {}
+    if not report.expect(raw, dict, "providers", "a mapping of integration key to settings"):
+        return {}
+    result: dict[str, ProviderConfig] = {}
+    for key, body in cast(dict[Any, Any], raw).items():
+        path = f"providers.{key}"
+        if not report.expect(key, str, path, "an integration key (string)"):
+            continue
+        if key not in integration_keys:
+            report.warn(
+                "unknown_provider",
+                path,
+                f"no integration {key!r} is declared under "
+                "'integrations'; this provider entry is unused",
+            )
+        body = {} if body is None else body
+        if report.expect(body, dict, path, "a mapping of provider settings"):
+            result[key] = _parse_provider(key, body, path, environ, report)
+    return result
+
+
+def _parse_provider(
+    key: str, body: dict[Any, Any], path: str, environ: Mapping[str, str], report: ProblemReport
+) -> ProviderConfig:
+    report.unknown_keys(body, _PROVIDER_KEYS, path)
+    preset = _optional_str(body.get("preset"), f"{path}.preset", report)
+    if preset is not None:
+        if preset in PRESETS:
+            body = _merge_preset(PRESETS[preset], body)
+        else:
+            close = difflib.get_close_matches(preset, PRESETS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            report.error(
+                "unknown_preset",
+                f"{path}.preset",
+                f"unknown preset {preset!r}; {hint}known presets: {', '.join(sorted(PRESETS))}",
+            )
+            preset = None
+    secrets = _webhook_secrets(
+        body.get("webhook_secret"), f"{path}.webhook_secret", environ, report
+    )
+    webhook = _webhook(body.get("webhook"), f"{path}.webhook", report)
+    if webhook.signature.scheme != "none" and not secrets:
+        report.warn(
+            "missing_secret",
+            f"{path}.webhook_secret",
+            f"signature scheme "
+            f"{webhook.signature.scheme!r} has no webhook_secret, so every webhook for "
+            f"{key!r} will be rejected; set webhook_secret (e.g. ${{MY_SECRET}})",
+        )
+    return ProviderConfig(
+        key=key,
+        preset=preset,
+        base_url=_base_url(body.get("base_url"), f"{path}.base_url", environ, report),
+        auth=_auth(body.get("auth"), f"{path}.auth", report),
+        webhook_secrets=secrets,
+        forward_webhooks=_bool(body, "forward_webhooks", False, path, report),
+        webhook=webhook,
+    )
+
+
+def _merge_preset(preset: Mapping[str, Any], explicit: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Deep-merge ``explicit`` over ``preset``, key by key.
+
+    Blocks whose keys only make sense together are replaced whole when written: ``auth``,
+    ``event_type``, ``delivery_id``, ``batch``, and a ``signature`` naming another scheme
+    (a GitHub ``prefix`` must not leak into a custom scheme).
+    """
+    merged = copy.deepcopy(dict(preset))
+    for key, value in explicit.items():
+        # `webhook:` left empty in YAML is None: it keeps the preset rather than erasing it.
+        if key == "preset" or value is None:
+            continue
+        base = merged.get(key)
+        if key == "webhook" and isinstance(base, dict) and isinstance(value, dict):
+            merged[key] = _merge_webhook(base, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _merge_webhook(base: dict[str, Any], explicit: Mapping[Any, Any]) -> dict[Any, Any]:
+    merged: dict[Any, Any] = dict(base)
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        old = merged.get(key)
+        mergeable = key in ("signature", "connection") and isinstance(old, dict)
+        if key == "signature" and isinstance(value, dict) and isinstance(old, dict):
+            mergeable = value.get("scheme", old.get("scheme")) == old.get("scheme")
+        if mergeable and isinstance(value, dict) and isinstance(old, dict):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _substitute(
+    value: str, path: str, environ: Mapping[str, str], report: ProblemReport
+) -> str | None:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; None (and an error) when a VAR is unset."""
+    missing: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        if found is not None:
+            return found
+        missing.append(name)
+        return ""
+
+    result = _ENV_REF.sub(replace, value)
+    for name in missing:
+        report.error(
+            "missing_env",
+            path,
+            f"environment variable {name!r} is not set; export it or "
+            f"give a default with ${{{name}:-...}}",
+        )
+    return None if missing else result
+
+
+def _webhook_secrets(
+    raw: object, path: str, environ: Mapping[str, str], report: ProblemReport
+) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    secrets: list[str] = []
+    for index, item in enumerate(items):
+        item_path = f"{path}[{index}]" if isinstance(raw, list) else path
+        if not isinstance(item, str):
+            # Never echo a secret: name its type only.
+            report.error(
+                "invalid_type",
+                item_path,
+                f"expected a string (or a list of strings), got a "
+                f"{type(item).__name__}; quote the secret or use ${{VAR}}",
+            )
+            continue
+        value = _substitute(item, item_path, environ, report)
+        if value is None:
+            continue
+        if not value:
+            report.error(
+                "invalid_value",
+                item_path,
+                "webhook secret is empty; anyone could sign with an empty key",
+            )
+            continue
+        secrets.append(value)
+    return tuple(secrets)
+
+
+def _base_url(
+    raw: object, path: str, environ: Mapping[str, str], report: ProblemReport
+) -> str | None:
+    if raw is None or not report.expect(raw, str, path, "an http:// or https:// URL"):
+        return None
+    url = _substitute(cast(str, raw), path, environ, report)
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")):
+        report.error("invalid_value", path, f"expected an http:// or https:// URL, got {url!r}")
+        return None
+    return url
+
+
+def _auth(raw: object, path: str, report: ProblemReport) -> AuthConfig:
+    if raw is None:
+        return AuthConfig()
+    if isinstance(raw, str):
+        head, _, tail = raw.partition(":")
+        raw = {"type": head.strip(), "name": tail.strip() or None} if tail else {"type": raw}
+    if not report.expect(
+        raw, dict, path, "bearer, basic, none, 'header:<Name>' or 'query:<param>'"
+    ):
+        return AuthConfig()
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, frozenset({"type", "name"}), path)
+    kind, name = body.get("type"), body.get("name")
+    if kind in ("bearer", "basic", "none"):
+        return AuthConfig(type=cast(_AuthType, kind))
+    if kind in ("header", "query"):
+        if isinstance(name, str) and name:
+            return AuthConfig(type=cast(_AuthType, kind), name=name)
+        report.error(
+            "missing_field",
+            f"{path}.name",
+            f"auth type {kind!r} needs a name, e.g. "
+            f"'{kind}:{'X-Api-Key' if kind == 'header' else 'api_key'}'",
+        )
+        return AuthConfig()
+    report.error(
+        "invalid_value",
+        f"{path}.type",
+        f"expected bearer, basic, none, header or query, got {kind!r}",
+    )
+    return AuthConfig()
+
+
+def _webhook(raw: object, path: str, report: ProblemReport) -> WebhookConfig:
+    if raw is None or not report.expect(raw, dict, path, "a mapping of webhook settings"):
+        return WebhookConfig()
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, _WEBHOOK_KEYS, path)
+    return WebhookConfig(
+        signature=_signature(body.get("signature"), f"{path}.signature", report),
+        event_type=_field_ref(body.get("event_type"), f"{path}.event_type", report),
+        connection=_connection(body.get("connection"), f"{path}.connection", report),
+        delivery_id=_field_ref(body.get("delivery_id"), f"{path}.delivery_id", report),
+        batch=_field_ref(body.get("batch"), f"{path}.batch", report, header_allowed=False),
+    )
+
+
+def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig:
+    default = SignatureConfig(scheme="none")
+    if raw is None:
+        return default
+    if isinstance(raw, str):
+        raw = {"scheme": raw}
+    if not report.expect(raw, dict, path, "a mapping with 'scheme' (or a scheme name)"):
+        return default
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, _SIGNATURE_KEYS, path)
+    scheme = body.get("scheme")
+    if scheme not in SIGNATURE_SCHEMES:
+        report.error(
+            "invalid_value",
+            f"{path}.scheme",
+            f"unknown signature scheme {scheme!r}; use one of {', '.join(SIGNATURE_SCHEMES)}",
+        )
+        return default
+    strings = {
+        k: _optional_str(body.get(k), f"{path}.{k}", report)
+        for k in ("header", "prefix", "timestamp_header")
+    }
+    encoding = body.get("encoding", "hex")
+    if encoding not in ("hex", "base64"):
+        report.error(
+            "invalid_value", f"{path}.encoding", f"expected 'hex' or 'base64', got {encoding!r}"
+        )
+        encoding = "hex"
+    tolerance = body.get("tolerance_seconds", 300)
+    if not report.expect(tolerance, int, f"{path}.tolerance_seconds", "a whole number of seconds"):
+        tolerance = 300
+    elif tolerance <= 0:
+        report.error(
+            "invalid_value",
+            f"{path}.tolerance_seconds",
+            f"expected a positive number of seconds, got {tolerance!r}",
+        )
+        tolerance = 300
+    if scheme == "hmac-sha256" and not strings["header"]:
+        report.error(
+            "missing_field",
+            f"{path}.header",
+            "scheme 'hmac-sha256' needs 'header', the request header that carries the signature",
+        )
+    return SignatureConfig(
+        scheme=scheme,
+        header=strings["header"],
+        encoding=encoding,
+        prefix=strings["prefix"] or "",
+        timestamp_header=strings["timestamp_header"],
+        tolerance_seconds=tolerance,
+    )
+
+
+def _field_ref(
+    raw: object, path: str, report: ProblemReport, *, header_allowed: bool = True
+) -> FieldRef | None:
+    allowed = ("header", "path") if header_allowed else ("path",)
+    shape = " or ".join(f"{{{key}: ...}}" for key in allowed)
+    if raw is None or not report.expect(raw, dict, path, shape):
+        return None
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, frozenset(allowed), path)
+    given = {k: body[k] for k in allowed if body.get(k) is not None}
+    if len(given) != 1:
+        report.error("invalid_value", path, f"expected exactly one of {shape}, got {raw!r}")
+        return None
+    ((kind, value),) = given.items()
+    if not report.expect(value, str, f"{path}.{kind}", "a string") or not value:
+        return None
+    if kind == "path" and value != BATCH_ROOT and not _is_dotted_path(value):
+        report.error(
+            "invalid_value",
+            f"{path}.path",
+            f"expected a dotted path such as 'event.type', got {value!r}",
+        )
+        return None
+    return FieldRef(header=value) if kind == "header" else FieldRef(path=value)
+
+
+def _connection(raw: object, path: str, report: ProblemReport) -> ConnectionRoute | None:
+    if raw is None or not report.expect(raw, dict, path, "{path: ..., match: ...}"):
+        return None
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, frozenset({"path", "match"}), path)
+    route, match = body.get("path"), body.get("match", "connection_id")
+    if route is None:
+        report.error(
+            "missing_field",
+            f"{path}.path",
+            "connection routing needs 'path', the body value that identifies the connection",
+        )
+        return None
+    if not report.expect(route, str, f"{path}.path", "a dotted path") or not report.expect(
+        match, str, f"{path}.match", "'connection_id' or 'metadata.<key>'"
+    ):
+        return None
+    if not _is_dotted_path(route):
+        report.error("invalid_value", f"{path}.path", f"expected a dotted path, got {route!r}")
+        return None
+    if match != "connection_id" and not (
+        match.startswith("metadata.") and _is_dotted_path(match[len("metadata.") :])
+    ):
+        report.error(
+            "invalid_value",
+            f"{path}.match",
+            f"expected 'connection_id' or 'metadata.<key>', got {match!r}",
+        )
+        return None
+    return ConnectionRoute(path=route, match=match)
+
+
+def _is_dotted_path(value: str) -> bool:
+    return all(part.strip() for part in value.split("."))
+
+
+# The two value readers below are also in config/loader.py (for sync settings); they are
+# kept private to each module rather than shared through a public helper module.
+
+
+def _optional_str(raw: object, path: str, report: ProblemReport) -> str | None:
+    if raw is None:
+        return None
+    return cast(str, raw) if report.expect(raw, str, path, "a string") else None
+
+
+def _bool(
+    body: Mapping[Any, Any], key: str, default: bool, path: str, report: ProblemReport
+) -> bool:
+    raw = body.get(key)
+    if raw is None:
+        return default
+    if report.expect(raw, bool, f"{path}.{key}", "true or false"):
+        return cast(bool, raw)
+    return default
