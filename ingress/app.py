@@ -1,0 +1,60 @@
+"""The Flask app factory (``gunicorn 'ingress.app:create_app()'``).
+
+Start-up, in this order: settings (``HOOKSYNC_*``), the integrations file (a bad nango.yaml
+stops the process with its problems listed), then one connection to the database to refuse
+an unmigrated one. After that, the webhook receiver never touches the database: a request
+to ``/webhook/*`` needs only Redis.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+
+from config.context import AppContext
+from config.settings import load_settings
+from ingress.errors import register_error_handlers
+
+__all__ = ["create_app"]
+
+#: Request bodies above this are refused with 413 before any view reads them; the webhook
+#: receiver applies the stricter ``HOOKSYNC_MAX_WEBHOOK_BYTES`` itself.
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def create_app(ctx: AppContext | None = None, *, check_database: bool = True) -> Flask:
+    """Build the web app.
+
+    Args:
+        ctx: The shared handles; built from the environment when None.
+        check_database: Refuse to start against an unmigrated database (connects once).
+
+    Raises:
+        ConfigError: Bad settings, a bad integrations file, or an unmigrated database.
+    """
+    if ctx is None:
+        ctx = AppContext(load_settings())
+    # Load now, not on the first webhook: a broken nango.yaml must stop start-up.
+    _ = ctx.integrations
+    if check_database:
+        from cache.db import assert_migrated
+
+        assert_migrated(ctx.engine)
+
+    app = Flask("ingress")
+    app.config["MAX_CONTENT_LENGTH"] = max(MAX_REQUEST_BYTES, ctx.settings.max_webhook_bytes + 1)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["hooksync"] = ctx
+
+    from ingress import connections, records, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(records.bp)
+    app.register_blueprint(connections.bp)
+    register_error_handlers(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        # Liveness only: no Redis or database call, so a load balancer probe costs nothing.
+        return jsonify({"status": "ok"})
+
+    return app

@@ -1,0 +1,290 @@
+"""Connections API (DESIGN §7), in Nango's request and response shapes.
+
+A connection is one account of one integration: its credentials (imported, stored
+encrypted, never returned) and its metadata (used by webhook routing and by scripts).
+Creating one creates its schedules in the same transaction and then nudges the scheduler
+so ``auto_start`` syncs run at once. Every route is served under ``/connections`` and,
+for the official Nango clients, under ``/connection`` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cache.credentials import (
+    credentials_summary,
+    decrypt_credentials,
+    encrypt_credentials,
+    validate_credentials,
+)
+from cache.db import session_scope
+from cache.models import Connection, utcnow
+from config.context import AppContext
+from config.errors import BadInputError
+from ingress.auth import current_context, require_api_key
+
+__all__ = ["bp", "connection_to_json"]
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("connections", __name__)
+
+_MAX_ID_LENGTH = 255
+
+
+@bp.post("/connections")
+@bp.post("/connection")
+@require_api_key
+def create_connection() -> tuple[Response, int]:
+    """Import a connection with existing credentials: 201, 400 (names the field), 409."""
+    from scheduler.schedules import create_schedules
+    from workers.enqueue import enqueue_tick
+
+    ctx = current_context()
+    body = _json_body()
+    key = _provider_config_key(ctx, body.get("provider_config_key"))
+    connection_id = _connection_id(body.get("connection_id"))
+    credentials = validate_credentials(body.get("credentials"))
+    metadata = _metadata(body.get("metadata", {}), required=False)
+
+    now = utcnow()
+    try:
+        with session_scope(ctx.sessions) as session:
+            if _find(session, key, connection_id) is not None:
+                raise _exists(key, connection_id)
+            connection = Connection(
+                provider_config_key=key,
+                connection_id=connection_id,
+                credentials_encrypted=encrypt_credentials(ctx.settings.encryption_key, credentials),
+                metadata_json=metadata,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(connection)
+            session.flush()
+            create_schedules(session, ctx.integrations, connection, now)
+            payload = connection_to_json(connection)
+    except IntegrityError:
+        # Two imports of the same connection raced; the loser sees the unique constraint.
+        raise _exists(key, connection_id) from None
+
+    try:
+        enqueue_tick(ctx)
+    except Exception:
+        # Best effort: the next beat tick claims the due schedules anyway.
+        log.warning("could not queue a scheduler tick after creating %r", key, exc_info=True)
+    return jsonify(payload), 201
+
+
+@bp.get("/connections")
+@bp.get("/connection")
+@require_api_key
+def list_connections() -> Response:
+    """``{"connections": [...]}``; filters ``provider_config_key``, ``connection_id``."""
+    ctx = current_context()
+    query = select(Connection).order_by(Connection.id)
+    key = request.args.get("provider_config_key") or request.args.get("providerConfigKey")
+    if key:
+        query = query.where(Connection.provider_config_key == key)
+    connection_id = request.args.get("connection_id") or request.args.get("connectionId")
+    if connection_id:
+        query = query.where(Connection.connection_id == connection_id)
+    with session_scope(ctx.sessions) as session:
+        rows = session.scalars(query).all()
+        return jsonify({"connections": [connection_to_json(row) for row in rows]})
+
+
+@bp.get("/connections/<connection_id>")
+@bp.get("/connection/<connection_id>")
+@require_api_key
+def get_connection(connection_id: str) -> Response:
+    """One connection with ``credentials: {"type"}`` (never a secret field)."""
+    ctx = current_context()
+    with session_scope(ctx.sessions) as session:
+        row = _require(session, _query_key(), connection_id)
+        payload = connection_to_json(row)
+        creds = decrypt_credentials(ctx.settings.encryption_key, row.credentials_encrypted)
+        payload["credentials"] = credentials_summary(creds)
+    return jsonify(payload)
+
+
+@bp.delete("/connections/<connection_id>")
+@bp.delete("/connection/<connection_id>")
+@require_api_key
+def delete_connection(connection_id: str) -> tuple[str, int]:
+    """Delete a connection; its records, schedules and runs go with it (FK cascade)."""
+    ctx = current_context()
+    with session_scope(ctx.sessions) as session:
+        row = _require(session, _query_key(), connection_id)
+        session.execute(delete(Connection).where(Connection.id == row.id))
+    return "", 204
+
+
+@bp.post("/connections/metadata")
+@bp.post("/connection/metadata")
+@require_api_key
+def replace_metadata() -> Response:
+    """Replace the metadata of one or more connections."""
+    return _update_metadata(merge=False)
+
+
+@bp.patch("/connections/metadata")
+@bp.patch("/connection/metadata")
+@require_api_key
+def merge_metadata() -> Response:
+    """Shallow-merge into the metadata of one or more connections."""
+    return _update_metadata(merge=True)
+
+
+def connection_to_json(row: Connection) -> dict[str, Any]:
+    """The API shape of a connection (Nango's): never its credentials."""
+    return {
+        "id": row.id,
+        "connection_id": row.connection_id,
+        "provider_config_key": row.provider_config_key,
+        "provider": row.provider_config_key,
+        "created": _iso(row.created_at),
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+        "metadata": row.metadata_json or {},
+    }
+
+
+def _update_metadata(*, merge: bool) -> Response:
+    ctx = current_context()
+    body = _json_body()
+    key = _provider_config_key(ctx, body.get("provider_config_key"))
+    raw_ids = body.get("connection_id")
+    ids = raw_ids if isinstance(raw_ids, list) else [raw_ids]
+    if not ids:
+        raise BadInputError(
+            "connection_id: give a connection id or a non-empty list of them",
+            field="connection_id",
+        )
+    connection_ids = [_connection_id(value) for value in ids]
+    metadata = _metadata(body.get("metadata"), required=True)
+    now = utcnow()
+    with session_scope(ctx.sessions) as session:
+        for connection_id in connection_ids:
+            # FOR UPDATE: two concurrent PATCHes must not both merge into the same old value.
+            row = session.scalars(
+                select(Connection)
+                .where(
+                    Connection.provider_config_key == key,
+                    Connection.connection_id == connection_id,
+                )
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise _unknown(key, connection_id)
+            row.metadata_json = {**(row.metadata_json or {}), **metadata} if merge else metadata
+            row.updated_at = now
+    return jsonify({"connection_id": raw_ids, "provider_config_key": key, "metadata": metadata})
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadInputError(
+            "request body must be a JSON object (Content-Type: application/json)", field="body"
+        )
+    return body
+
+
+def _provider_config_key(ctx: AppContext, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadInputError(
+            "provider_config_key: required; the integration key from nango.yaml",
+            field="provider_config_key",
+        )
+    if value not in ctx.integrations.integrations:
+        known = ", ".join(sorted(ctx.integrations.integrations)) or "none"
+        raise BadInputError(
+            f"provider_config_key: no integration {value[:100]!r} in nango.yaml "
+            f"(configured: {known})",
+            code="unknown_provider_config_key",
+            field="provider_config_key",
+        )
+    return value
+
+
+def _connection_id(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadInputError("connection_id: required; a non-empty string", field="connection_id")
+    if len(value) > _MAX_ID_LENGTH:
+        raise BadInputError(
+            f"connection_id: at most {_MAX_ID_LENGTH} characters, got {len(value)}",
+            field="connection_id",
+        )
+    return value
+
+
+def _metadata(value: object, *, required: bool) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadInputError("metadata: must be a JSON object", field="metadata")
+    return dict(value)
+
+
+def _query_key() -> str | None:
+    return request.args.get("provider_config_key") or request.args.get("providerConfigKey")
+
+
+def _find(session: Session, key: str, connection_id: str) -> Connection | None:
+    return session.scalars(
+        select(Connection).where(
+            Connection.provider_config_key == key, Connection.connection_id == connection_id
+        )
+    ).first()
+
+
+def _require(session: Session, key: str | None, connection_id: str) -> Connection:
+    """The connection named by id (and key); without a key the id must be unambiguous."""
+    if key:
+        row = _find(session, key, connection_id)
+        if row is None:
+            raise _unknown(key, connection_id)
+        return row
+    rows = session.scalars(
+        select(Connection).where(Connection.connection_id == connection_id).limit(2)
+    ).all()
+    if not rows:
+        raise _unknown(None, connection_id)
+    if len(rows) > 1:
+        raise BadInputError(
+            f"provider_config_key: connection {connection_id!r} exists in several "
+            "integrations; add ?provider_config_key=",
+            field="provider_config_key",
+        )
+    return rows[0]
+
+
+def _unknown(key: str | None, connection_id: str) -> BadInputError:
+    where = f" in integration {key!r}" if key else ""
+    return BadInputError(
+        f"connection {connection_id[:100]!r} not found{where}",
+        code="unknown_connection",
+        field="connection_id",
+    )
+
+
+def _exists(key: str, connection_id: str) -> BadInputError:
+    return BadInputError(
+        f"connection {connection_id!r} already exists in integration {key!r}; delete it "
+        "first or update its metadata",
+        code="connection_exists",
+        field="connection_id",
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
