@@ -17,7 +17,6 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from cache.credentials import (
     credentials_summary,
@@ -27,17 +26,23 @@ from cache.credentials import (
 )
 from cache.db import session_scope
 from cache.models import Connection, utcnow
-from config.context import AppContext
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
+from ingress.params import (
+    connection_id_param,
+    find_connection,
+    json_body,
+    provider_config_key,
+    query_provider_config_key,
+    require_connection,
+    unknown_connection,
+)
 
 __all__ = ["bp", "connection_to_json"]
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("connections", __name__)
-
-_MAX_ID_LENGTH = 255
 
 
 @bp.post("/connections")
@@ -49,16 +54,16 @@ def create_connection() -> tuple[Response, int]:
     from workers.enqueue import enqueue_tick
 
     ctx = current_context()
-    body = _json_body()
-    key = _provider_config_key(ctx, body.get("provider_config_key"))
-    connection_id = _connection_id(body.get("connection_id"))
+    body = json_body()
+    key = provider_config_key(ctx, body.get("provider_config_key"))
+    connection_id = connection_id_param(body.get("connection_id"))
     credentials = validate_credentials(body.get("credentials"))
     metadata = _metadata(body.get("metadata", {}), required=False)
 
     now = utcnow()
     try:
         with session_scope(ctx.sessions) as session:
-            if _find(session, key, connection_id) is not None:
+            if find_connection(session, key, connection_id) is not None:
                 raise _exists(key, connection_id)
             connection = Connection(
                 provider_config_key=key,
@@ -109,7 +114,7 @@ def get_connection(connection_id: str) -> Response:
     """One connection with ``credentials: {"type"}`` (never a secret field)."""
     ctx = current_context()
     with session_scope(ctx.sessions) as session:
-        row = _require(session, _query_key(), connection_id)
+        row = require_connection(session, query_provider_config_key(), connection_id)
         payload = connection_to_json(row)
         creds = decrypt_credentials(ctx.settings.encryption_key, row.credentials_encrypted)
         payload["credentials"] = credentials_summary(creds)
@@ -123,7 +128,7 @@ def delete_connection(connection_id: str) -> tuple[str, int]:
     """Delete a connection; its records, schedules and runs go with it (FK cascade)."""
     ctx = current_context()
     with session_scope(ctx.sessions) as session:
-        row = _require(session, _query_key(), connection_id)
+        row = require_connection(session, query_provider_config_key(), connection_id)
         session.execute(delete(Connection).where(Connection.id == row.id))
     return "", 204
 
@@ -160,8 +165,8 @@ def connection_to_json(row: Connection) -> dict[str, Any]:
 
 def _update_metadata(*, merge: bool) -> Response:
     ctx = current_context()
-    body = _json_body()
-    key = _provider_config_key(ctx, body.get("provider_config_key"))
+    body = json_body()
+    key = provider_config_key(ctx, body.get("provider_config_key"))
     raw_ids = body.get("connection_id")
     ids = raw_ids if isinstance(raw_ids, list) else [raw_ids]
     if not ids:
@@ -169,7 +174,7 @@ def _update_metadata(*, merge: bool) -> Response:
             "connection_id: give a connection id or a non-empty list of them",
             field="connection_id",
         )
-    connection_ids = [_connection_id(value) for value in ids]
+    connection_ids = [connection_id_param(value) for value in ids]
     metadata = _metadata(body.get("metadata"), required=True)
     now = utcnow()
     with session_scope(ctx.sessions) as session:
@@ -184,47 +189,10 @@ def _update_metadata(*, merge: bool) -> Response:
                 .with_for_update()
             ).first()
             if row is None:
-                raise _unknown(key, connection_id)
+                raise unknown_connection(key, connection_id)
             row.metadata_json = {**(row.metadata_json or {}), **metadata} if merge else metadata
             row.updated_at = now
     return jsonify({"connection_id": raw_ids, "provider_config_key": key, "metadata": metadata})
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadInputError(
-            "request body must be a JSON object (Content-Type: application/json)", field="body"
-        )
-    return body
-
-
-def _provider_config_key(ctx: AppContext, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise BadInputError(
-            "provider_config_key: required; the integration key from nango.yaml",
-            field="provider_config_key",
-        )
-    if value not in ctx.integrations.integrations:
-        known = ", ".join(sorted(ctx.integrations.integrations)) or "none"
-        raise BadInputError(
-            f"provider_config_key: no integration {value[:100]!r} in nango.yaml "
-            f"(configured: {known})",
-            code="unknown_provider_config_key",
-            field="provider_config_key",
-        )
-    return value
-
-
-def _connection_id(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise BadInputError("connection_id: required; a non-empty string", field="connection_id")
-    if len(value) > _MAX_ID_LENGTH:
-        raise BadInputError(
-            f"connection_id: at most {_MAX_ID_LENGTH} characters, got {len(value)}",
-            field="connection_id",
-        )
-    return value
 
 
 def _metadata(value: object, *, required: bool) -> dict[str, Any]:
@@ -233,48 +201,6 @@ def _metadata(value: object, *, required: bool) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise BadInputError("metadata: must be a JSON object", field="metadata")
     return dict(value)
-
-
-def _query_key() -> str | None:
-    return request.args.get("provider_config_key") or request.args.get("providerConfigKey")
-
-
-def _find(session: Session, key: str, connection_id: str) -> Connection | None:
-    return session.scalars(
-        select(Connection).where(
-            Connection.provider_config_key == key, Connection.connection_id == connection_id
-        )
-    ).first()
-
-
-def _require(session: Session, key: str | None, connection_id: str) -> Connection:
-    """The connection named by id (and key); without a key the id must be unambiguous."""
-    if key:
-        row = _find(session, key, connection_id)
-        if row is None:
-            raise _unknown(key, connection_id)
-        return row
-    rows = session.scalars(
-        select(Connection).where(Connection.connection_id == connection_id).limit(2)
-    ).all()
-    if not rows:
-        raise _unknown(None, connection_id)
-    if len(rows) > 1:
-        raise BadInputError(
-            f"provider_config_key: connection {connection_id!r} exists in several "
-            "integrations; add ?provider_config_key=",
-            field="provider_config_key",
-        )
-    return rows[0]
-
-
-def _unknown(key: str | None, connection_id: str) -> BadInputError:
-    where = f" in integration {key!r}" if key else ""
-    return BadInputError(
-        f"connection {connection_id[:100]!r} not found{where}",
-        code="unknown_connection",
-        field="connection_id",
-    )
 
 
 def _exists(key: str, connection_id: str) -> BadInputError:

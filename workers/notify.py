@@ -1,0 +1,560 @@
+"""The notification outbox: completion and forwarded webhooks to the app (DESIGN §8).
+
+Recording and sending are separate steps. ``record_*`` add one ``notifications`` row per
+(message, app URL) inside the caller's transaction, holding the exact JSON text that will
+be sent; after committing, the caller enqueues the returned ids. ``deliver`` sends one row:
+it claims the row with a conditional UPDATE (so two workers never send the same attempt),
+POSTs outside any transaction, then records the outcome. Retries are not Celery countdowns:
+a failed attempt stores ``next_attempt_at`` and the beat tick's sweeper dispatches the row
+again once that time has come (``scheduler.tick``).
+
+Dispatch marker: ``lease_expires_at`` doubles as "dispatched at". A row is created with it
+set to its creation time (its caller enqueues it right away), and the sweeper stamps it with
+the tick time when it re-enqueues a due row; both stamp ``DISPATCH_SKEW_SECONDS`` early.
+``deliver`` treats any lease at or before its ``now`` as free, so the marker never blocks a
+send, while the sweeper re-dispatches a row only once its marker (or a crashed sender's
+lease) is ``lease_seconds`` old — a backlog of due rows does not pile up duplicate messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import requests
+from sqlalchemy import CursorResult, Result, or_, select, update
+from sqlalchemy.orm import Session
+
+from cache.db import session_scope
+from cache.models import Connection, Notification, NotificationState, SyncRun, utcnow
+from config.errors import BadInputError
+from workers.signing import signed_headers
+
+if TYPE_CHECKING:
+    from config.context import AppContext
+    from config.settings import Settings
+
+__all__ = [
+    "RETRY_DELAYS",
+    "classify_status",
+    "deliver",
+    "dispatch_marker",
+    "encode_body",
+    "format_timestamp",
+    "list_notifications",
+    "next_delay",
+    "parse_retry_after",
+    "record_completion",
+    "record_failure",
+    "record_forward",
+    "redispatch_cutoff",
+    "retry_notification",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait after the 1st, 2nd, ... failed attempt. After the 8th attempt fails
+#: (all seven waits used) the notification is ``failed``: about 28 hours of retries.
+RETRY_DELAYS: tuple[int, ...] = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
+#: Each wait is scaled by a uniform factor in [1 - JITTER, 1 + JITTER] so that an app coming
+#: back from an outage is not hit by every pending retry in the same second.
+JITTER = 0.2
+#: A ``Retry-After`` longer than this is capped: a misconfigured app asking for a year must
+#: not park a notification beyond the operator's reach.
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
+#: How long one worker owns a row while sending it; longer than the request timeout.
+SEND_LEASE_SECONDS = 60
+#: Per-request timeout (connect and each read) of a delivery POST.
+TIMEOUT_SECONDS = 20
+#: HTTP statuses retried besides 5xx. 410 stops delivery; any other 4xx fails at once.
+RETRIABLE_STATUSES = frozenset({408, 429})
+#: The dispatch marker is stamped this far in the past, so a worker whose clock runs behind
+#: the beat's (or the web process's) by less than this still finds the row free to claim.
+DISPATCH_SKEW_SECONDS = 30
+
+_rng = random.Random()
+
+Poster = Callable[..., requests.Response]
+
+
+def dispatch_marker(now: datetime) -> datetime:
+    """The ``lease_expires_at`` that marks a row as enqueued at ``now`` (see the docstring)."""
+    return now - timedelta(seconds=DISPATCH_SKEW_SECONDS)
+
+
+def redispatch_cutoff(now: datetime, lease_seconds: int) -> datetime:
+    """Rows whose ``lease_expires_at`` is at or before this may be enqueued again."""
+    return now - timedelta(seconds=lease_seconds + DISPATCH_SKEW_SECONDS)
+
+
+# -- bodies -------------------------------------------------------------------------------
+
+
+def encode_body(body: Mapping[str, Any]) -> str:
+    """Serialize a webhook body the way JavaScript's ``JSON.stringify`` would.
+
+    Compact separators, insertion order kept, non-ASCII left as is: an app that re-stringifies
+    the parsed body (Nango's legacy ``verifyWebhookSignature`` does) gets the same text back.
+    """
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, like JavaScript's ``Date.toISOString``."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} given; use an aware UTC datetime")
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def record_completion(
+    session: Session,
+    settings: Settings,
+    run: SyncRun,
+    results: Mapping[str, Mapping[str, int]],
+    *,
+    started_at: datetime | None = None,
+) -> list[int]:
+    """Record one success webhook per (model in ``results``, app URL).
+
+    A model whose counts are all zero is skipped when ``settings.notify_empty`` is false.
+    The caller decides which models appear in ``results`` (include the sync's output models
+    with zero counts to notify about executions that changed nothing).
+
+    Args:
+        session: The caller's transaction; rows are flushed, not committed.
+        settings: For the app URLs and ``notify_empty``.
+        run: The finished run (its connection, sync name and ``sync_type``).
+        results: ``{model: {"added": n, "updated": n, "deleted": n}}``.
+        started_at: The run's start, reported as ``modifiedAfter``/``queryTimeStamp``;
+            defaults to ``run.started_at``.
+
+    Returns:
+        The new notification ids, to enqueue after commit; ``[]`` when no URL is configured.
+    """
+    if not settings.app_webhook_urls:
+        return []
+    connection = _load_connection(session, run)
+    if connection is None:
+        return []
+    start = format_timestamp(started_at or run.started_at or run.created_at or utcnow())
+    bodies = []
+    for model, counts in results.items():
+        added, updated, deleted = (_count(model, counts, name) for name in _COUNT_NAMES)
+        if not (added or updated or deleted) and not settings.notify_empty:
+            continue
+        bodies.append(
+            {
+                "from": "nango",
+                "type": "sync",
+                "connectionId": connection.connection_id,
+                "providerConfigKey": connection.provider_config_key,
+                "syncName": run.sync_name,
+                "model": model,
+                "syncType": run.sync_type,
+                "success": True,
+                "responseResults": {"added": added, "updated": updated, "deleted": deleted},
+                "modifiedAfter": start,
+                "queryTimeStamp": start,
+            }
+        )
+    return _insert(session, settings.app_webhook_urls, bodies, run_id=run.id)
+
+
+def record_failure(
+    session: Session,
+    settings: Settings,
+    run: SyncRun,
+    error_type: str,
+    description: str,
+    *,
+    started_at: datetime | None = None,
+    failed_at: datetime | None = None,
+    model: str | None = None,
+) -> list[int]:
+    """Record one failure webhook per app URL.
+
+    Args:
+        error_type: A short machine-readable kind, e.g. ``script_error``.
+        description: Shown to the app; must already be free of secrets.
+        started_at: Defaults to ``run.started_at``.
+        failed_at: Defaults to ``run.finished_at``, then now.
+        model: The sync's first output model, or None.
+    """
+    if not settings.app_webhook_urls:
+        return []
+    connection = _load_connection(session, run)
+    if connection is None:
+        return []
+    start = started_at or run.started_at or run.created_at or utcnow()
+    failed = failed_at or run.finished_at or utcnow()
+    body = {
+        "from": "nango",
+        "type": "sync",
+        "connectionId": connection.connection_id,
+        "providerConfigKey": connection.provider_config_key,
+        "syncName": run.sync_name,
+        "model": model,
+        "syncType": run.sync_type,
+        "success": False,
+        "error": {"type": error_type, "description": description},
+        "startedAt": format_timestamp(start),
+        "failedAt": format_timestamp(failed),
+    }
+    return _insert(session, settings.app_webhook_urls, [body], run_id=run.id)
+
+
+def record_forward(
+    session: Session,
+    settings: Settings,
+    provider_config_key: str,
+    connection_id: str | None,
+    payload: Any,
+) -> list[int]:
+    """Record one forwarded external webhook per app URL (``"type": "forward"``).
+
+    ``from`` is the integration key: hooksync has no separate provider name.
+    """
+    body = {
+        "from": provider_config_key,
+        "type": "forward",
+        "providerConfigKey": provider_config_key,
+        "connectionId": connection_id,
+        "payload": payload,
+    }
+    return _insert(session, settings.app_webhook_urls, [body], run_id=None)
+
+
+_COUNT_NAMES = ("added", "updated", "deleted")
+
+
+def _count(model: str, counts: Mapping[str, int], name: str) -> int:
+    value = counts.get(name, 0) if isinstance(counts, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"results[{model!r}][{name!r}] must be a count (a whole number >= 0), got {value!r}"
+        )
+    return value
+
+
+def _load_connection(session: Session, run: SyncRun) -> Connection | None:
+    connection = session.get(Connection, run.connection_pk)
+    if connection is None:
+        log.warning("run %s: connection %s is gone; no notification", run.id, run.connection_pk)
+    return connection
+
+
+def _insert(
+    session: Session,
+    urls: Sequence[str],
+    bodies: Sequence[Mapping[str, Any]],
+    *,
+    run_id: int | None,
+) -> list[int]:
+    now = utcnow()
+    rows = []
+    for body in bodies:
+        text = encode_body(body)
+        # One id per message, shared by its URLs: each app endpoint dedupes on its own.
+        webhook_id = "msg_" + uuid.uuid4().hex
+        for url in urls:
+            rows.append(
+                Notification(
+                    run_id=run_id,
+                    url=url,
+                    body=text,
+                    webhook_id=webhook_id,
+                    state=NotificationState.PENDING.value,
+                    attempts=0,
+                    next_attempt_at=now,
+                    # The dispatch marker (see the module docstring): the caller enqueues it.
+                    lease_expires_at=dispatch_marker(now),
+                )
+            )
+    if not rows:
+        return []
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
+
+
+# -- the retry schedule (pure) ----------------------------------------------------------------
+
+
+def next_delay(
+    attempts: int, retry_after: float | None = None, rng: random.Random | None = None
+) -> float | None:
+    """Seconds to wait before the next attempt, or None when retries are exhausted.
+
+    Args:
+        attempts: How many attempts have failed so far (1 after the first failure).
+        retry_after: Seconds the app asked for in ``Retry-After``; honoured when longer
+            than the jittered schedule, capped at ``MAX_RETRY_AFTER_SECONDS``.
+        rng: Source of jitter (tests pass a seeded one).
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1 after a failed attempt, got {attempts!r}")
+    if attempts > len(RETRY_DELAYS):
+        return None
+    factor = (rng or _rng).uniform(1 - JITTER, 1 + JITTER)
+    delay = RETRY_DELAYS[attempts - 1] * factor
+    if retry_after is not None and retry_after > delay:
+        delay = min(float(retry_after), float(MAX_RETRY_AFTER_SECONDS))
+    return delay
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds from ``now`` a ``Retry-After`` header asks for (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def classify_status(status: int | None) -> NotificationState | None:
+    """Map one attempt's outcome to the next state; None means "retry later".
+
+    ``status`` is None for a network error (no HTTP answer).
+    """
+    if status is None:
+        return None
+    if 200 <= status < 300:
+        return NotificationState.DELIVERED
+    if status == 410:
+        return NotificationState.GONE
+    if status in RETRIABLE_STATUSES or status >= 500:
+        return None
+    return NotificationState.FAILED
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    status: int | None
+    error: str | None
+    retry_after: float | None
+
+
+def deliver(
+    ctx: AppContext,
+    notification_id: int,
+    *,
+    now: datetime | None = None,
+    session_post: Poster = requests.post,
+    rng: random.Random | None = None,
+) -> None:
+    """Send one notification once, if it is due and nobody else is sending it.
+
+    Idempotent against the row's state: a delivered, gone, failed, not-yet-due or
+    currently-leased row is left alone, so a duplicate task message changes nothing.
+
+    Args:
+        ctx: For the sessions and the signing keys.
+        notification_id: The row to send.
+        now: The attempt's instant (tests inject it); defaults to the clock.
+        session_post: ``requests.post`` or a stand-in with the same signature.
+        rng: Jitter source for the retry delay.
+    """
+    started = now or utcnow()
+    lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
+    with session_scope(ctx.sessions) as session:
+        claimed = _rowcount(
+            session.execute(
+                update(Notification)
+                .where(
+                    Notification.id == notification_id,
+                    Notification.state == NotificationState.PENDING.value,
+                    Notification.next_attempt_at <= started,
+                    or_(
+                        Notification.lease_expires_at.is_(None),
+                        Notification.lease_expires_at <= started,
+                    ),
+                )
+                .values(lease_expires_at=lease)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        if not claimed:
+            log.debug("notification %s is not due or is being sent; skipped", notification_id)
+            return
+        row = session.execute(
+            select(
+                Notification.url, Notification.body, Notification.webhook_id, Notification.attempts
+            ).where(Notification.id == notification_id)
+        ).one()
+
+    body = row.body.encode("utf-8")
+    headers = signed_headers(
+        ctx.settings.webhook_signing_keys, row.webhook_id, int(started.timestamp()), body
+    )
+    headers["User-Agent"] = "hooksync"
+    attempt = _post(session_post, row.url, body, headers, started)
+    finished = now or utcnow()
+    _record_outcome(ctx, notification_id, lease, row.attempts + 1, attempt, finished, rng)
+
+
+def _post(
+    session_post: Poster, url: str, body: bytes, headers: dict[str, str], now: datetime
+) -> _Attempt:
+    try:
+        # Redirects are not followed: requests would turn a POST into a GET on 301/302.
+        # stream=True: only the status and headers matter; the answer's body is never read.
+        response = session_post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=TIMEOUT_SECONDS,
+            allow_redirects=False,
+            stream=True,
+        )
+    except requests.Timeout as error:
+        # Only the exception's class: its message repeats the URL, which may hold a token.
+        return _Attempt(None, f"network error: {type(error).__name__} (no answer in time)", None)
+    except requests.RequestException as error:
+        return _Attempt(None, f"network error: {type(error).__name__}", None)
+    status = response.status_code
+    response.close()
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+    return _Attempt(status, None if 200 <= status < 300 else f"HTTP {status}", retry_after)
+
+
+def _record_outcome(
+    ctx: AppContext,
+    notification_id: int,
+    lease: datetime,
+    attempts: int,
+    attempt: _Attempt,
+    now: datetime,
+    rng: random.Random | None,
+) -> None:
+    state = classify_status(attempt.status)
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_status": attempt.status,
+        "last_error": attempt.error,
+        "lease_expires_at": None,
+    }
+    if state is NotificationState.DELIVERED:
+        values.update(state=state.value, delivered_at=now)
+    elif state is NotificationState.GONE:
+        values.update(state=state.value, last_error="HTTP 410: the app stopped this URL")
+    elif state is NotificationState.FAILED:
+        values.update(
+            state=state.value,
+            last_error=f"HTTP {attempt.status}: not retried (only network errors, 408, 429 "
+            "and 5xx are)",
+        )
+    else:
+        delay = next_delay(attempts, attempt.retry_after, rng)
+        if delay is None:
+            values.update(
+                state=NotificationState.FAILED.value,
+                last_error=f"{attempt.error}; gave up after {attempts} attempts",
+            )
+        else:
+            values.update(next_attempt_at=now + timedelta(seconds=delay))
+
+    condition = [Notification.id == notification_id]
+    if state is NotificationState.DELIVERED:
+        # Delivered is the truth even if our lease ran out meanwhile.
+        condition.append(Notification.state == NotificationState.PENDING.value)
+    else:
+        condition.append(Notification.lease_expires_at == lease)
+    with session_scope(ctx.sessions) as session:
+        updated = _rowcount(
+            session.execute(
+                update(Notification)
+                .where(*condition)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    if not updated:
+        log.warning(
+            "notification %s: lease lost while sending; another worker owns it", notification_id
+        )
+    else:
+        log.info(
+            "notification %s attempt %s: status %s, now %s",
+            notification_id,
+            attempts,
+            attempt.status if attempt.status is not None else attempt.error,
+            values.get("state", "pending, retry scheduled"),
+        )
+
+
+# -- listing and replay (the API and UI) ----------------------------------------------------
+
+
+def list_notifications(
+    session: Session, state: str | None = None, limit: int = 100
+) -> list[Notification]:
+    """Newest first, optionally only one state (``pending``/``delivered``/``failed``/``gone``)."""
+    query = select(Notification).order_by(Notification.id.desc())
+    if state is not None:
+        try:
+            query = query.where(Notification.state == NotificationState(state).value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in NotificationState)
+            raise BadInputError(
+                f"state must be one of {allowed}, got {state!r}", field="state"
+            ) from None
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        raise BadInputError(f"limit must be from 1 to 1000, got {limit!r}", field="limit")
+    return list(session.scalars(query.limit(limit)))
+
+
+def retry_notification(
+    session: Session, notification_id: int, now: datetime
+) -> Notification | None:
+    """Make a failed or gone notification pending again, with a full retry cycle.
+
+    Returns the row (the caller enqueues its id after commit), or None if there is no such
+    notification. A pending row is returned unchanged.
+
+    Raises:
+        BadInputError: With code ``not_retryable`` for a delivered notification.
+    """
+    row = session.get(Notification, notification_id)
+    if row is None:
+        return None
+    if row.state == NotificationState.DELIVERED.value:
+        raise BadInputError(
+            f"notification {notification_id} was already delivered; only failed or gone "
+            "notifications can be retried",
+            code="not_retryable",
+        )
+    if row.state in (NotificationState.FAILED.value, NotificationState.GONE.value):
+        row.state = NotificationState.PENDING.value
+        row.attempts = 0
+        row.next_attempt_at = now
+        row.lease_expires_at = dispatch_marker(now)  # the caller enqueues it
+        session.flush()
+    return row
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE or DELETE (what decides who won a claim)."""
+    return cast("CursorResult[Any]", result).rowcount
