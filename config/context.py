@@ -61,6 +61,10 @@ class AppContext:
 
     def close(self) -> None:
         """Release pooled connections (tests and forked workers)."""
+        # The Celery app workers.celery_app.celery_for() cached here holds broker sockets.
+        celery_app = self.__dict__.pop("celery_app", None)
+        if celery_app is not None:
+            celery_app.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:

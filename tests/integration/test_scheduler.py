@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -359,7 +358,8 @@ def test_housekeeping_forgets_old_delivery_ids_and_releases_ended_runs(app: AppC
     assert _schedule(app, pk).active_run_id is None
 
 
-def test_a_tick_stays_cheap_with_ten_thousand_schedules(app: AppContext) -> None:
+def test_a_tick_over_ten_thousand_schedules_claims_exactly_the_due_ones(app: AppContext) -> None:
+    # How fast it is belongs to bench/, not here: this checks what it claims.
     total, due = 10_000, 300
     with session_scope(app.sessions) as session:
         session.execute(
@@ -380,13 +380,6 @@ def test_a_tick_stays_cheap_with_ten_thousand_schedules(app: AppContext) -> None
                 for index, pk in enumerate(pks)
             ],
         )  # fmt: skip
-    started = time.monotonic()
     result = tick(app, T0 + timedelta(seconds=1), housekeeping=True)
-    elapsed = time.monotonic() - started
     assert len(result.run_ids) == due
-    assert elapsed < 10, f"a tick over {total} schedules took {elapsed:.1f}s"
-
-    started = time.monotonic()
     assert tick(app, T0 + timedelta(seconds=2), housekeeping=True) == TickResult((), ())
-    idle = time.monotonic() - started
-    assert idle < 1.0, f"an idle tick over {total} schedules took {idle:.2f}s"

