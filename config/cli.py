@@ -118,11 +118,10 @@ def _beat(_args: argparse.Namespace) -> int:
     settings = load_settings()
     _assert_ready(settings)
     _export_redis_url(settings)
-    schedule_file = settings.var_dir / "celerybeat-schedule"
+    # The beat schedule lives in memory (workers.celery_app): several beats share no file.
     _exec(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel",
-         "INFO", "--schedule", str(schedule_file)]
-    )  # fmt: skip
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel", "INFO"]
+    )
     return 0
 
 

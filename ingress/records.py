@@ -31,6 +31,7 @@ def _bad_input(error: BadInputError) -> tuple[Response, int]:
 
 
 @bp.get("/records")
+@bp.get("/records/")  # the official Nango Node client calls /records/?model=...
 @require_api_key
 def list_records() -> Response:
     ctx = current_context()

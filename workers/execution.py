@@ -440,6 +440,17 @@ def _close_failed(runtime: NangoRuntime, run_id: int) -> None:
         logger.warning("run %s: could not close its tracking windows", run_id, exc_info=True)
 
 
+def _first_output_model(
+    session: Session, run: SyncRun, integrations: Integrations | None
+) -> str | None:
+    """The model a failure notification names: the sync's first output, as Nango does."""
+    connection = session.get(Connection, run.connection_pk)
+    if connection is None or integrations is None:
+        return None
+    sync = integrations.get_sync(connection.provider_config_key, run.sync_name)
+    return sync.output[0] if sync is not None and sync.output else None
+
+
 def classify_error(error: BaseException, *, script: Path | None = None) -> tuple[str, str]:
     """Map an execution's exception to ``(error_type, message)`` for the run and the app.
 
@@ -516,6 +527,7 @@ def _finish(
                 outcome.error or "",
                 started_at=claim.started_at,
                 failed_at=now,
+                model=_first_output_model(session, run, integrations),
             )
         if run.kind == RunKind.POLL.value:
             finish_poll_run(session, run, now, integrations=integrations)

@@ -48,15 +48,32 @@ def register_tasks(celery: Celery) -> None:
     def task(name: str) -> Callable[[Callable[..., None]], Task]:
         return celery.task(name=name, **options)  # type: ignore[no-any-return]
 
-    @task("hooksync.route_webhook")
+    # Until route_event commits, the webhook exists only in this message: it is the one
+    # task that must not let the message go on a transient failure. It re-publishes itself
+    # (routing is idempotent on the event id), and if even that fails the message stays
+    # unacknowledged, so Redis hands it out again.
+    @celery.task(
+        name="hooksync.route_webhook",
+        bind=True,
+        ignore_result=True,
+        acks_late=True,
+        acks_on_failure_or_timeout=False,
+        shared=False,
+        max_retries=None,
+    )
     def route_webhook(self: Task, event: dict[str, Any]) -> None:
         from workers.router import route_event
 
         ctx = context_of(self.app)
-        with _classified("route_webhook", event.get("id") if isinstance(event, dict) else None):
+        event_id = event.get("id") if isinstance(event, dict) else None
+        try:
             result = route_event(ctx, event)
             enqueue_runs(ctx, result.run_ids)
             enqueue_notifications(ctx, result.notification_ids)
+        except RetriableError as error:
+            delay = min(60, 2 ** min(self.request.retries, 6))
+            logger.warning("route_webhook %s: %s; retrying in %ss", event_id, error, delay)
+            raise self.retry(countdown=delay) from error
 
     @task("hooksync.run_sync")
     def run_sync(self: Task, run_id: int) -> None:
