@@ -124,7 +124,8 @@ class Demo:
 
     def _lost_step(self, task_id: str, what: str) -> None:
         self.tracker.update_task(task_id, title="Write the launch post (v2)", notify=False)
-        self.lost.append((task_id, time.monotonic()))
+        if all(pending != task_id for pending, _ in self.lost):
+            self.lost.append((task_id, time.monotonic()))
         self.say.say(f"{YELLOW}external API{RESET}: {what}; the periodic poll will reconcile it")
 
     # -- hooksync's side -----------------------------------------------------------------
