@@ -56,18 +56,23 @@ def trigger() -> Response:
     run_ids: list[int] = []
     with session_scope(ctx.sessions) as session:
         for connection, names in _targets(ctx, session, body):
-            if options.get("emptyCache"):
-                _empty_cache(ctx, session, connection, names)
-            run_ids += schedules.trigger(
-                session,
-                ctx.integrations,
-                connection,
-                names,
-                utcnow(),
-                reset=bool(options.get("reset")),
-                options=options,
-                lease_seconds=ctx.settings.lease_seconds,
-            )
+            for name in names:
+                created = schedules.trigger(
+                    session,
+                    ctx.integrations,
+                    connection,
+                    [name],
+                    utcnow(),
+                    reset=bool(options.get("reset")),
+                    options=options,
+                    lease_seconds=ctx.settings.lease_seconds,
+                )
+                # Only with a new full run to refill it: a sync whose run is in flight is
+                # acknowledged without one, and that run (maybe incremental) would then
+                # record its last_sync_date over an empty cache.
+                if created and options.get("emptyCache"):
+                    _empty_cache(ctx, session, connection, [name])
+                run_ids += created
     _enqueue(ctx, run_ids)
     return jsonify({"success": True})
 
@@ -134,7 +139,7 @@ def update_frequency() -> Response:
             field="frequency",
         )
     with session_scope(ctx.sessions) as session:
-        connection = require_connection(session, key, _connection_id(body, required=True))
+        connection = require_connection(session, key, _connection_id(body))
         schedule = schedules.set_frequency(
             session, ctx.integrations, connection, name, frequency, utcnow()
         )
@@ -161,7 +166,7 @@ def _targets(
     """The connections a control request names (one, or all of the integration)."""
     key = provider_config_key(ctx, body.get("provider_config_key"))
     names = _sync_names(ctx, key, body.get("syncs"), field="syncs")
-    connection_id = _connection_id(body, required=False)
+    connection_id = _optional_connection_id(body)
     if connection_id is not None:
         connection = find_connection(session, key, connection_id)
         if connection is None:
@@ -204,10 +209,14 @@ def _sync_names(ctx: AppContext, key: str, raw: object, *, field: str) -> list[s
     return names
 
 
-def _connection_id(body: dict[str, Any], *, required: bool) -> str | None:
-    value = body.get("connection_id", body.get("connectionId"))
-    if value is None and not required:
+def _optional_connection_id(body: dict[str, Any]) -> str | None:
+    if body.get("connection_id", body.get("connectionId")) is None:
         return None
+    return _connection_id(body)
+
+
+def _connection_id(body: dict[str, Any]) -> str:
+    value = body.get("connection_id", body.get("connectionId"))
     if not isinstance(value, str) or not value:
         raise BadInputError(
             f"connection_id: must be a non-empty string, got {value!r}", field="connection_id"
@@ -219,14 +228,16 @@ def _trigger_options(body: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {}
     mode = body.get("sync_mode")
     if mode is not None:
-        if mode not in _SYNC_MODES:
+        if not isinstance(mode, str) or mode not in _SYNC_MODES:
             raise BadInputError(
                 f"sync_mode: must be one of {', '.join(_SYNC_MODES)}, got {mode!r}",
                 field="sync_mode",
             )
         options.update(_SYNC_MODES[mode])
-    opts = body.get("opts", {}) or {}
-    if not isinstance(opts, dict):
+    opts = body.get("opts")
+    if opts is None:
+        opts = {}
+    elif not isinstance(opts, dict):
         raise BadInputError(f"opts: must be an object, got {opts!r}", field="opts")
     for name in ("reset", "emptyCache"):
         value = opts.get(name)
