@@ -1,0 +1,304 @@
+"""Merge and records-API throughput against floors measured in the same run (DESIGN §11).
+
+    python -m bench.merge [--records N] [--postgres-url URL] [--no-postgres]
+
+For SQLite (a temp file) and Postgres (the URL given, or a throw-away server started with
+``initdb``), in batches of 1,000:
+
+* ``RecordStore.save`` of N new, then N changed, then N unchanged records, under
+  ``override`` and ``ignore_if_modified_after``, each beside the floor: a raw executemany
+  INSERT of the same, pre-serialised rows into a table of the same shape (same columns,
+  types, unique constraint and index);
+* ``list_records`` paging all N records 1,000 at a time into a JSON body, beside the floor:
+  the same SELECT as text through the driver, each payload decoded, its ``id`` set and its
+  timestamps attached as they come, and the page JSON-encoded — the least a records
+  response takes (no metadata formatting, no cursors).
+
+Ratios are what to read; absolute numbers drift on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    delete,
+    insert,
+    text,
+)
+
+from cache.db import make_engine, make_sessionmaker, migrate, session_scope
+from cache.merge import canonical_json, hash_payload
+from cache.models import Connection, UTCDateTime
+from cache.store import RecordStore
+
+BATCH = 1000
+PAGE = 1000
+MODEL = "Task"
+
+#: The issue's targets: ratio to the floor each figure should reach.
+TARGETS = {"new": 0.5, "changed": 0.5, "unchanged": 1.0, "list_records": 0.5}
+
+
+@dataclass
+class Row:
+    backend: str
+    case: str
+    rate: float
+    floor: float
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.floor if self.floor else float("nan")
+
+
+def make_records(count: int, version: int) -> list[dict[str, Any]]:
+    stamp = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=version)).isoformat()
+    return [
+        {
+            "id": f"task-{i}",
+            "title": f"Write the report for customer {i}",
+            "status": "open" if version == 0 else "done",
+            "updated_at": stamp,
+            "assignee": {"id": i % 97, "name": f"User {i % 97}", "email": f"u{i % 97}@x.io"},
+            "tags": ["billing", "q3"] if i % 2 else ["support"],
+            "estimate": i % 13,
+        }
+        for i in range(count)
+    ]
+
+
+def batches(records: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(records), BATCH):
+        yield records[start : start + BATCH]
+
+
+def raw_table() -> Table:
+    """A table shaped like ``records`` (without its name-bound index names)."""
+    metadata = MetaData()
+    Table("connections", metadata, Column("id", Integer, primary_key=True))
+    return Table(
+        "bench_raw_records",
+        metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("connection_pk", Integer, ForeignKey("connections.id"), nullable=False),
+        Column("model", String(255), nullable=False),
+        Column("external_id", String(255), nullable=False),
+        Column("payload", Text, nullable=False),
+        Column("data_hash", String(64), nullable=False),
+        Column("first_seen_at", UTCDateTime, nullable=False),
+        Column("last_modified_at", UTCDateTime, nullable=False),
+        Column("deleted_at", UTCDateTime, nullable=True),
+        Column("mod_seq", BigInteger, nullable=False),
+        UniqueConstraint("connection_pk", "model", "external_id", name="uq_bench_raw"),
+        Index("ix_bench_raw_page", "connection_pk", "model", "mod_seq", unique=True),
+    )
+
+
+def raw_rows(connection_pk: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The floor's rows: the same records, serialised and hashed before the clock starts."""
+    now = datetime.now(UTC)
+    rows = []
+    for seq, record in enumerate(records, start=1):
+        payload = canonical_json(record)
+        rows.append(
+            {
+                "connection_pk": connection_pk,
+                "model": MODEL,
+                "external_id": record["id"],
+                "payload": payload,
+                "data_hash": hash_payload(payload),
+                "first_seen_at": now,
+                "last_modified_at": now,
+                "deleted_at": None,
+                "mod_seq": seq,
+            }
+        )
+    return rows
+
+
+def add_connection(engine: Engine) -> int:
+    with session_scope(make_sessionmaker(engine)) as session:
+        connection = Connection(
+            provider_config_key="bench",
+            connection_id=f"bench-{uuid.uuid4().hex}",
+            credentials_encrypted="-",
+            metadata_json={},
+        )
+        session.add(connection)
+        session.flush()
+        return connection.id
+
+
+def bench_backend(name: str, url: str, count: int) -> list[Row]:
+    """Each batch of ours runs right after the floor's batch of the same rows, so load from
+    other processes on the machine hits both sides alike."""
+    migrate(url)
+    engine = make_engine(url)
+    table = raw_table()
+    table.drop(engine, checkfirst=True)
+    table.create(engine)
+    store = RecordStore(make_sessionmaker(engine), cursor_key="bench-key")
+    new, changed = make_records(count, 0), make_records(count, 1)
+    results: list[Row] = []
+    try:
+        for strategy in ("override", "ignore_if_modified_after"):
+            connection_pk = add_connection(engine)
+            cursor = store.current_seq(connection_pk, MODEL)
+            for case, records in (("new", new), ("changed", changed), ("unchanged", changed)):
+                rows = raw_rows(connection_pk, records)
+                with engine.begin() as conn:
+                    conn.execute(delete(table))
+                ours = floor = 0.0
+                for start in range(0, count, BATCH):
+                    started = time.perf_counter()
+                    with engine.begin() as conn:
+                        conn.execute(insert(table), rows[start : start + BATCH])
+                    floor += time.perf_counter() - started
+
+                    batch = records[start : start + BATCH]
+                    started = time.perf_counter()
+                    if strategy == "override":
+                        store.save(connection_pk, MODEL, batch)
+                    else:
+                        got = store.save(
+                            connection_pk,
+                            MODEL,
+                            batch,
+                            strategy={"strategy": strategy},
+                            cursor_seq=cursor,
+                        )
+                        cursor = got.max_seq if got.max_seq is not None else cursor
+                    ours += time.perf_counter() - started
+                results.append(Row(name, f"save {case:<9} {strategy}", count / ours, count / floor))
+                _print_row(results[-1])
+        results.append(bench_list(name, engine, store, connection_pk, count))
+        _print_row(results[-1])
+    finally:
+        table.drop(engine, checkfirst=True)
+        engine.dispose()
+    return results
+
+
+def bench_list(name: str, engine: Engine, store: RecordStore, connection_pk: int, count: int):
+    """Page through every record, 1,000 at a time, alternating ours and the floor per page."""
+    query = text(
+        "SELECT external_id, payload, first_seen_at, last_modified_at, deleted_at, mod_seq "
+        "FROM records WHERE connection_pk = :c AND model = :m AND mod_seq > :s "
+        "ORDER BY mod_seq LIMIT :l"
+    )
+    ours = floor = 0.0
+    cursor: str | None = None
+    after, total = 0, 0
+    while True:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            rows = conn.execute(query, {"c": connection_pk, "m": MODEL, "s": after, "l": PAGE})
+            page_records = []
+            for external_id, payload, first_seen, last_modified, deleted, _seq in rows:
+                record = json.loads(payload)
+                record["id"] = external_id
+                record["_meta"] = [first_seen, last_modified, deleted]
+                page_records.append(record)
+            body = json.dumps({"records": page_records}, default=str)
+        floor += time.perf_counter() - started
+
+        started = time.perf_counter()
+        page = store.list_records(connection_pk, MODEL, cursor=cursor, limit=PAGE)
+        body = page.to_json()
+        ours += time.perf_counter() - started
+
+        assert body
+        total += len(page.records)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        after += PAGE
+    assert total == count, total
+    return Row(name, "list_records (pages of 1000)", count / ours, count / floor)
+
+
+_HEADER = (
+    f"{'backend':<9} {'case':<38} {'records/s':>10} {'floor/s':>10} {'ratio':>6} {'target':>7}"
+)
+
+
+def _print_row(row: Row) -> None:
+    target = TARGETS[row.case.split()[1] if row.case.startswith("save") else "list_records"]
+    mark = "ok" if row.ratio >= target else "LOW"
+    print(
+        f"{row.backend:<9} {row.case:<38} {row.rate:>10,.0f} {row.floor:>10,.0f} "
+        f"{row.ratio:>6.2f} {'>=' + format(target, 'g'):>5} {mark}",
+        flush=True,
+    )
+
+
+@contextmanager
+def postgres(url: str | None, enabled: bool) -> Iterator[str | None]:
+    if url or not enabled:
+        yield url
+        return
+    from tests.support.servers import PostgresServer
+
+    folder = Path(tempfile.mkdtemp(prefix="hooksync-bench-pg-"))
+    try:
+        server = PostgresServer(folder)
+    except (RuntimeError, OSError, KeyError) as error:
+        print(f"(Postgres skipped: {error})", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield server.create_database("bench")
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.merge", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--records", type=int, default=100_000, help="records per case")
+    parser.add_argument("--postgres-url", help="an existing Postgres (default: start one)")
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    args = parser.parse_args(argv)
+    if args.records < BATCH or args.records % BATCH:
+        parser.error(f"--records must be a positive multiple of {BATCH}")
+    print(
+        f"{args.records:,} records, batches of {BATCH}; floor = raw executemany INSERT "
+        "of pre-serialised rows (save), raw SELECT + payload decode + JSON encode (list)"
+    )
+    print(_HEADER)
+    with tempfile.TemporaryDirectory(prefix="hooksync-bench-") as folder:
+        bench_backend("sqlite", f"sqlite:///{folder}/bench.db", args.records)
+    with postgres(args.postgres_url, not args.no_postgres) as url:
+        if url:
+            bench_backend("postgres", url, args.records)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

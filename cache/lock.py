@@ -1,0 +1,133 @@
+"""The per-connection serialized lock (Redis), renewed while held.
+
+Batches of one connection take this lock so that they run one at a time in the order they
+asked for it. It is an optimisation of contention, not the guarantee: the store compares
+and writes inside one database transaction, so a lock that expired (a stalled worker, a
+Redis failover) can delay work but cannot produce a stale overwrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from redis.exceptions import LockError, LockNotOwnedError
+
+from config.errors import RetriableError
+
+__all__ = ["ConnectionLock", "LockTimeout", "connection_lock", "lock_name"]
+
+log = logging.getLogger(__name__)
+
+
+class LockTimeout(RetriableError):
+    """The connection's lock was not acquired within the wait; try the work again later."""
+
+
+def lock_name(connection_pk: int) -> str:
+    return f"hooksync:lock:connection:{connection_pk}"
+
+
+class ConnectionLock:
+    """A held lock; ``is_lost`` turns true if a renewal found it expired or taken."""
+
+    def __init__(self, lock: redis.lock.Lock, connection_pk: int, timeout: float) -> None:
+        self._lock = lock
+        self.connection_pk = connection_pk
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def is_lost(self) -> bool:
+        return self._lost.is_set()
+
+    def _start_renewal(self, interval: float) -> None:
+        self._thread = threading.Thread(
+            target=self._renew,
+            args=(interval,),
+            name=f"hooksync-lock-{self.connection_pk}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _renew(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self._lock.extend(self.timeout, replace_ttl=True)
+            except LockNotOwnedError:
+                self._lost.set()
+                log.warning(
+                    "lock of connection %s expired before it was renewed; the store's "
+                    "transactions still refuse stale overwrites",
+                    self.connection_pk,
+                )
+                return
+            except redis.RedisError:
+                # Keep trying: a short Redis hiccup should not drop a lock that is still ours.
+                log.warning(
+                    "could not renew the lock of connection %s", self.connection_pk, exc_info=True
+                )
+
+    def _release(self) -> None:
+        # Stop renewing before releasing, so no extend races the release.
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._lock.release()
+        except (LockError, redis.RedisError):
+            log.warning(
+                "lock of connection %s was no longer held at release (it expired); nothing to undo",
+                self.connection_pk,
+                exc_info=True,
+            )
+
+
+@contextmanager
+def connection_lock(
+    redis_client: redis.Redis,
+    connection_pk: int,
+    *,
+    timeout: float = 30.0,
+    wait: float = 60.0,
+    renew: bool = True,
+) -> Iterator[ConnectionLock]:
+    """Hold the connection's lock for the block, renewing it every ``timeout / 3``.
+
+    Args:
+        timeout: seconds the lock lives without renewal (a crashed holder frees it then).
+        wait: seconds to wait for it before giving up.
+        renew: keep the lock alive while held (tests turn this off to force expiry).
+
+    Raises:
+        LockTimeout: not acquired within ``wait``.
+        RetriableError: Redis cannot be reached.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    lock = redis_client.lock(
+        lock_name(connection_pk), timeout=timeout, sleep=0.05, thread_local=False
+    )
+    try:
+        acquired = lock.acquire(blocking=True, blocking_timeout=wait)
+    except redis.RedisError as error:
+        raise RetriableError(
+            f"cannot reach Redis to lock connection {connection_pk}: {error}"
+        ) from error
+    if not acquired:
+        raise LockTimeout(
+            f"connection {connection_pk} stayed locked for {wait:g}s (another execution is "
+            "writing to it); the work will be retried"
+        )
+    held = ConnectionLock(lock, connection_pk, timeout)
+    if renew:
+        held._start_renewal(timeout / 3)
+    try:
+        yield held
+    finally:
+        held._release()

@@ -1,0 +1,841 @@
+"""The record store: batch save/update/delete, deletion detection and the records API.
+
+Every batch is one transaction, in this order:
+
+1. lock the (connection, model) row of ``model_seqs`` (created on first use) — the lock is
+   held to commit, so writers of one model queue here and the ``mod_seq`` values they hand
+   out become visible in increasing order: a reader paging by cursor can never see seq 12
+   and later discover a seq 11 committed behind it;
+2. read the stored state of the batch's ids (one ``SELECT … IN`` per chunk);
+3. decide per record with ``cache.merge.decide`` — the compare-and-write happens here,
+   inside the transaction, so correctness never rests on the Redis lock alone;
+4. write with executemany (SQLAlchemy Core, no ORM unit of work) and move the counter.
+
+An unchanged record is not written at all; while a deletion-detection window is open its id
+goes to ``tracking_seen`` instead, so the window's end knows it was still there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection as DBConnection
+from sqlalchemy import (
+    Insert,
+    String,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import NullType
+
+from cache.cursor import decode_cursor, encode_cursor
+from cache.db import session_scope
+from cache.merge import (
+    DEFAULT_MAX_RECORD_BYTES,
+    Action,
+    MergeStrategy,
+    Operation,
+    PreparedRecord,
+    StoredState,
+    canonical_json,
+    decide,
+    deep_merge,
+    hash_payload,
+    parse_strategy,
+    split_duplicates,
+    validate_batch,
+    validate_model,
+)
+from cache.models import ModelSeq, Record, TrackingSeen, TrackingWindow, utcnow
+from config.errors import BadInputError
+
+__all__ = ["FILTERS", "MAX_IDS", "MAX_LIMIT", "BatchResult", "RecordStore", "RecordsPage"]
+
+log = logging.getLogger(__name__)
+
+#: Records API bounds (Nango's).
+MAX_LIMIT = 10_000
+MAX_IDS = 100
+FILTERS = frozenset({"added", "updated", "deleted"})
+
+_records = cast(Table, Record.__table__)
+_seqs = cast(Table, ModelSeq.__table__)
+_windows = cast(Table, TrackingWindow.__table__)
+_seen = cast(Table, TrackingSeen.__table__)
+
+#: Inserted rows between two checks of the records table's statistics (Postgres).
+_STATS_CHECK_ROWS = 1000
+_STATS_QUERY = text(
+    "SELECT s.n_live_tup, c.reltuples FROM pg_stat_user_tables s "
+    "JOIN pg_class c ON c.oid = s.relid WHERE s.relid = 'records'::regclass"
+)
+#: Two writes of one record never share a ``last_modified_at``, so an update always reads
+#: as UPDATED (last_modified_at > first_seen_at) even when clocks disagree or stand still.
+_TICK = timedelta(microseconds=1)
+
+_UPDATE = (
+    update(_records)
+    .where(_records.c.id == bindparam("rid"))
+    .values(
+        payload=bindparam("p_payload"),
+        data_hash=bindparam("p_hash"),
+        last_modified_at=bindparam("p_time"),
+        mod_seq=bindparam("p_seq"),
+    )
+)
+_UNDELETE = (
+    update(_records)
+    .where(_records.c.id == bindparam("rid"))
+    .values(
+        payload=bindparam("p_payload"),
+        data_hash=bindparam("p_hash"),
+        first_seen_at=bindparam("p_time"),
+        last_modified_at=bindparam("p_time"),
+        deleted_at=None,
+        mod_seq=bindparam("p_seq"),
+    )
+)
+_DELETE = (
+    update(_records)
+    .where(_records.c.id == bindparam("rid"))
+    .values(
+        deleted_at=bindparam("p_time"),
+        last_modified_at=bindparam("p_time"),
+        mod_seq=bindparam("p_seq"),
+    )
+)
+#: Timestamps come back as the driver returns them (naive UTC) and go to ISO text in
+#: ``_iso_writer``: no aware datetime is built for a value that is only printed.
+_PAGE_COLUMNS = (
+    _records.c.external_id,
+    _records.c.payload,
+    type_coerce(_records.c.first_seen_at, NullType()),
+    type_coerce(_records.c.last_modified_at, NullType()),
+    type_coerce(_records.c.deleted_at, NullType()),
+    _records.c.mod_seq,
+)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Counts of one batch operation (DESIGN §5)."""
+
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    #: Existing records the merging strategy left alone (counted nowhere else).
+    skipped: int = 0
+    #: Ids that appeared again later in the batch; only their first record was used.
+    duplicate_ids: list[str] = field(default_factory=list)
+    #: The highest ``mod_seq`` this batch wrote, None if it wrote nothing.
+    max_seq: int | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The three numbers the completion webhook reports."""
+        return {"added": self.added, "updated": self.updated, "deleted": self.deleted}
+
+
+@dataclass(frozen=True)
+class RecordsPage:
+    records: list[dict[str, Any]]
+    #: Cursor of the page's last record when the page is full (there may be more), else None.
+    next_cursor: str | None
+
+    def to_json(self) -> str:
+        """The records API body."""
+        return json.dumps(
+            {"records": self.records, "next_cursor": self.next_cursor},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+@dataclass
+class _Plan:
+    """The writes one batch decided on, and its counts."""
+
+    seq: int
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    undeletes: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[dict[str, Any]] = field(default_factory=list)
+    #: Ids saved but not written (unchanged or kept by the strategy): seen by open windows.
+    seen: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: int = 0
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+#: A row of ``_read_stored``, as the driver returns it:
+#: (id, external_id, data_hash, is_deleted, mod_seq, last_modified_at[, payload]).
+_StoredRow = tuple[Any, ...]
+
+
+class RecordStore:
+    """Reads and writes the records of (connection, model) pairs.
+
+    Args:
+        sessions: the sessionmaker of the cache database.
+        max_record_bytes: the largest canonical JSON a record may have.
+        cursor_key: the key of the cursors' HMAC (``settings.secret_key``).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        cursor_key: str,
+    ) -> None:
+        if not cursor_key:
+            raise ValueError("cursor_key must be a non-empty string (settings.secret_key)")
+        self._sessions = sessions
+        self.max_record_bytes = max_record_bytes
+        self._cursor_key = cursor_key
+        self._inserted_since_check = 0
+
+    # -- batch operations ------------------------------------------------------------
+
+    def save(
+        self,
+        connection_pk: int,
+        model: str,
+        records: Sequence[Any],
+        *,
+        strategy: MergeStrategy | dict[str, Any] | str = "override",
+        cursor_seq: int | None = None,
+        now: datetime | None = None,
+    ) -> BatchResult:
+        """Upsert ``records`` (``batch_save``).
+
+        Args:
+            strategy: the model's merging strategy for this execution.
+            cursor_seq: the execution's cursor; required by ``ignore_if_modified_after``.
+            now: the time written as first_seen_at/last_modified_at (default: now).
+
+        Raises:
+            BadInputError: a bad record or model; nothing of the batch is written.
+        """
+        return self._write(Operation.SAVE, connection_pk, model, records, strategy, cursor_seq, now)
+
+    def update(
+        self,
+        connection_pk: int,
+        model: str,
+        records: Sequence[Any],
+        *,
+        strategy: MergeStrategy | dict[str, Any] | str = "override",
+        cursor_seq: int | None = None,
+        now: datetime | None = None,
+    ) -> BatchResult:
+        """Deep-merge ``records`` into existing live records (``batch_update``)."""
+        return self._write(
+            Operation.UPDATE, connection_pk, model, records, strategy, cursor_seq, now
+        )
+
+    def delete(
+        self,
+        connection_pk: int,
+        model: str,
+        records: Sequence[Any],
+        *,
+        strategy: MergeStrategy | dict[str, Any] | str = "override",
+        cursor_seq: int | None = None,
+        now: datetime | None = None,
+    ) -> BatchResult:
+        """Soft-delete ``records`` by id (``batch_delete``); their payloads are kept."""
+        return self._write(
+            Operation.DELETE, connection_pk, model, records, strategy, cursor_seq, now
+        )
+
+    def _write(
+        self,
+        operation: Operation,
+        connection_pk: int,
+        model: str,
+        records: Sequence[Any],
+        strategy: MergeStrategy | dict[str, Any] | str,
+        cursor_seq: int | None,
+        now: datetime | None,
+    ) -> BatchResult:
+        merge_strategy = parse_strategy(strategy)
+        if merge_strategy.name == "ignore_if_modified_after" and cursor_seq is None:
+            raise ValueError("ignore_if_modified_after needs the execution's cursor_seq")
+        prepared = validate_batch(records, model, self.max_record_bytes)
+        unique, duplicates = split_duplicates(prepared)
+        now = _aware(now)
+        if not unique:
+            return BatchResult(duplicate_ids=duplicates)
+        with session_scope(self._sessions) as session:
+            conn = session.connection()
+            start = _lock_seq(conn, connection_pk, model)
+            need_payload = operation is Operation.UPDATE or merge_strategy.needs_stored_payload
+            stored = _read_stored(
+                conn, connection_pk, model, [item.external_id for item in unique], need_payload
+            )
+            plan = self._plan(operation, unique, stored, merge_strategy, cursor_seq, now, start)
+            if plan.updates or plan.undeletes or plan.deletes:
+                to_time = _time_reader(conn.dialect)
+                for row in itertools.chain(plan.updates, plan.undeletes, plan.deletes):
+                    row["p_time"] = max(now, to_time(row["p_time"]) + _TICK)
+            if plan.inserts:
+                for row in plan.inserts:
+                    row["connection_pk"] = connection_pk
+                    row["model"] = model
+                conn.execute(insert(_records), plan.inserts)
+            for statement, rows in (
+                (_UPDATE, plan.updates),
+                (_UNDELETE, plan.undeletes),
+                (_DELETE, plan.deletes),
+            ):
+                if rows:
+                    conn.execute(statement, rows)
+            if plan.seq != start:
+                _set_seq(conn, connection_pk, model, plan.seq)
+            if plan.seen:
+                _mark_seen(conn, connection_pk, model, plan.seen)
+        if plan.inserts:
+            self._inserted_since_check += len(plan.inserts)
+            if self._inserted_since_check >= _STATS_CHECK_ROWS:
+                self._inserted_since_check = 0
+                self._refresh_statistics()
+        return BatchResult(
+            added=len(plan.inserts) + len(plan.undeletes),
+            updated=len(plan.updates),
+            deleted=len(plan.deletes),
+            unchanged=plan.unchanged,
+            skipped=plan.skipped,
+            duplicate_ids=duplicates,
+            max_seq=plan.seq if plan.seq != start else None,
+        )
+
+    def _plan(
+        self,
+        operation: Operation,
+        unique: list[PreparedRecord],
+        stored: dict[str, _StoredRow],
+        strategy: MergeStrategy,
+        cursor_seq: int | None,
+        now: datetime,
+        start_seq: int,
+    ) -> _Plan:
+        plan = _Plan(seq=start_seq)
+        for item in unique:
+            found = stored.get(item.external_id)
+            payload, data_hash = item.payload, item.data_hash
+            state = stored_record = None
+            if found is not None:
+                state = StoredState(found[2], bool(found[3]), found[4])
+                if len(found) > 6:
+                    stored_record = json.loads(found[6])
+            if operation is Operation.UPDATE and state is not None and not state.is_deleted:
+                payload = canonical_json(deep_merge(stored_record, item.record))
+                self._check_merged_size(item, payload)
+                data_hash = hash_payload(payload)
+            action = decide(
+                operation,
+                state,
+                data_hash,
+                strategy=strategy,
+                cursor_seq=cursor_seq,
+                incoming=item.record,
+                stored_record=stored_record,
+            )
+            if action is Action.INSERT:
+                plan.inserts.append(
+                    {
+                        "external_id": item.external_id,
+                        "payload": payload,
+                        "data_hash": data_hash,
+                        "first_seen_at": now,
+                        "last_modified_at": now,
+                        "deleted_at": None,
+                        "mod_seq": plan.next_seq(),
+                    }
+                )
+                continue
+            if action is Action.UNCHANGED or action is Action.SKIP:
+                if action is Action.UNCHANGED:
+                    plan.unchanged += 1
+                else:
+                    plan.skipped += 1
+                plan.seen.append(item.external_id)
+                continue
+            if action is Action.IGNORE:
+                continue
+            assert found is not None
+            row = {
+                "rid": found[0],
+                "p_time": found[5],  # raw: made max(now, it + _TICK) by _write
+                "p_seq": plan.next_seq(),
+            }
+            if action is Action.DELETE:
+                plan.deletes.append(row)
+                continue
+            row["p_payload"] = payload
+            row["p_hash"] = data_hash
+            (plan.undeletes if action is Action.UNDELETE else plan.updates).append(row)
+        return plan
+
+    def _refresh_statistics(self) -> None:
+        """Postgres: ANALYZE ``records`` once it has doubled since its last statistics.
+
+        Without statistics the planner takes a (connection, model) for a handful of rows and
+        answers the batch lookup of ``_read_stored`` by reading the whole model, so each
+        batch of a big first import costs more than the one before, until autovacuum gets to
+        the table a minute or so later. The check is one catalog read per 1,000 inserted
+        rows; the doubling rule keeps ANALYZE runs logarithmic in the table's size.
+        Best effort: a failure is logged and the batch (already committed) stands.
+        """
+        try:
+            with self._sessions() as session:
+                if session.get_bind().dialect.name != "postgresql":
+                    return
+                live, estimated = session.execute(_STATS_QUERY).one()
+                if live >= 2 * max(estimated, 500):
+                    session.execute(text("ANALYZE records"))
+                    session.commit()
+        except SQLAlchemyError:
+            log.warning("could not refresh the statistics of records", exc_info=True)
+
+    def _check_merged_size(self, item: PreparedRecord, payload: str) -> None:
+        if len(payload) * 4 > self.max_record_bytes:
+            size = len(payload.encode("utf-8"))
+            if size > self.max_record_bytes:
+                raise BadInputError(
+                    f"records[{item.index}]: merged with the stored record its canonical JSON "
+                    f"is {size} bytes, over the limit of {self.max_record_bytes} bytes",
+                    field=f"records[{item.index}]",
+                )
+
+    # -- sequence ----------------------------------------------------------------------
+
+    def current_seq(self, connection_pk: int, model: str) -> int:
+        """The highest ``mod_seq`` handed out for (connection, model); 0 before any write."""
+        with session_scope(self._sessions) as session:
+            value = session.execute(
+                select(_seqs.c.seq).where(
+                    _seqs.c.connection_pk == connection_pk, _seqs.c.model == model
+                )
+            ).scalar()
+        return int(value or 0)
+
+    # -- deletion detection ----------------------------------------------------------
+
+    def open_tracking(self, run_id: int, connection_pk: int, model: str) -> int:
+        """Open a deletion-detection window for (connection, model); returns its id.
+
+        The window takes the model's lock like a writer, so its ``start_seq`` splits the
+        writers cleanly: a batch either committed before (its seqs are at most start_seq) or
+        runs after and sees the window.
+        """
+        validate_model(model)
+        with session_scope(self._sessions) as session:
+            conn = session.connection()
+            start_seq = _lock_seq(conn, connection_pk, model)
+            result = conn.execute(
+                insert(_windows).values(
+                    run_id=run_id,
+                    connection_pk=connection_pk,
+                    model=model,
+                    start_seq=start_seq,
+                    opened_at=utcnow(),
+                )
+            )
+            assert result.inserted_primary_key is not None
+            return int(result.inserted_primary_key[0])
+
+    def close_tracking(self, window_id: int, *, success: bool, now: datetime | None = None) -> int:
+        """Close a window; after a successful run soft-delete what it did not see.
+
+        Deleted: live records of the window's (connection, model) not written since the
+        window opened (``mod_seq <= start_seq``) and not saved unchanged meanwhile
+        (``tracking_seen``). A failed run deletes nothing. Closing a closed (or unknown)
+        window does nothing, so a retried close is harmless.
+
+        Returns:
+            The number of records deleted.
+        """
+        now = _aware(now)
+        with session_scope(self._sessions) as session:
+            conn = session.connection()
+            window = conn.execute(
+                select(_windows.c.connection_pk, _windows.c.model).where(_windows.c.id == window_id)
+            ).first()
+            if window is None:
+                return 0
+            connection_pk, model = window
+            seq = _lock_seq(conn, connection_pk, model)
+            start_seq = conn.execute(
+                select(_windows.c.start_seq).where(_windows.c.id == window_id)
+            ).scalar()
+            if start_seq is None:  # closed by someone else while we waited for the lock
+                return 0
+            deleted = 0
+            if success:
+                was_seen = (
+                    select(_seen.c.external_id)
+                    .where(
+                        _seen.c.window_id == window_id,
+                        _seen.c.external_id == _records.c.external_id,
+                    )
+                    .exists()
+                )
+                stale = conn.execute(
+                    select(_records.c.id, _records.c.last_modified_at)
+                    .where(
+                        _records.c.connection_pk == connection_pk,
+                        _records.c.model == model,
+                        _records.c.deleted_at.is_(None),
+                        _records.c.mod_seq <= start_seq,
+                        ~was_seen,
+                    )
+                    .order_by(_records.c.mod_seq)
+                ).all()
+                rows = []
+                for record_id, last_modified_at in stale:
+                    seq += 1
+                    rows.append(
+                        {
+                            "rid": record_id,
+                            "p_time": max(now, last_modified_at + _TICK),
+                            "p_seq": seq,
+                        }
+                    )
+                if rows:
+                    conn.execute(_DELETE, rows)
+                    _set_seq(conn, connection_pk, model, seq)
+                deleted = len(rows)
+            conn.execute(delete(_windows).where(_windows.c.id == window_id))
+        return deleted
+
+    # -- reading -----------------------------------------------------------------------
+
+    def count_records(
+        self, connection_pk: int, model: str, *, include_deleted: bool = False
+    ) -> int:
+        """How many records (live ones only, unless ``include_deleted``) the model has."""
+        query = select(func.count()).where(
+            _records.c.connection_pk == connection_pk, _records.c.model == model
+        )
+        if not include_deleted:
+            query = query.where(_records.c.deleted_at.is_(None))
+        with session_scope(self._sessions) as session:
+            return int(session.execute(query).scalar() or 0)
+
+    def list_records(
+        self,
+        connection_pk: int,
+        model: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+        modified_after: datetime | None = None,
+        filter: Collection[str] | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> RecordsPage:
+        """One page of records in the Nango shape, ascending by ``mod_seq``.
+
+        Args:
+            cursor: start after this record (a ``next_cursor`` or a record's metadata cursor).
+            limit: 1 to 10,000 records.
+            modified_after: only records whose ``last_modified_at`` is strictly after this
+                aware datetime (Nango's "after"; a client passing the last timestamp it saw
+                does not get that record again — cursors are the exact way to resume).
+            filter: a subset of {"added", "updated", "deleted"}: the union of those
+                ``last_action`` values. None or empty means all.
+            ids: at most 100 external ids to restrict the page to.
+
+        Raises:
+            BadInputError: a bad parameter, named with its value; ``invalid_cursor`` for a
+                cursor this server did not issue.
+        """
+        validate_model(model)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise BadInputError(
+                f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}", field="limit"
+            )
+        after_seq = 0 if cursor is None else decode_cursor(cursor, self._cursor_key)
+        query = (
+            select(*_PAGE_COLUMNS)
+            .where(
+                _records.c.connection_pk == connection_pk,
+                _records.c.model == model,
+                _records.c.mod_seq > after_seq,
+            )
+            .order_by(_records.c.mod_seq)
+            .limit(limit)
+        )
+        if modified_after is not None:
+            if not isinstance(modified_after, datetime) or modified_after.tzinfo is None:
+                raise BadInputError(
+                    f"modified_after must be an aware datetime, got {modified_after!r}",
+                    field="modified_after",
+                )
+            query = query.where(_records.c.last_modified_at > modified_after)
+        condition = _filter_condition(filter)
+        if condition is not None:
+            query = query.where(condition)
+        if ids is not None:
+            wanted = _check_ids(ids)
+            query = query.where(_records.c.external_id.in_(wanted))
+        with session_scope(self._sessions) as session:
+            rows = session.execute(query).all()
+            to_iso = _iso_writer(session.get_bind().dialect)
+        records = self._to_nango(rows, to_iso)
+        next_cursor = None
+        if len(rows) == limit:
+            next_cursor = records[-1]["_nango_metadata"]["cursor"]
+        return RecordsPage(records, next_cursor)
+
+    def _to_nango(self, rows: Sequence[Any], to_iso: Callable[[Any], str]) -> list[dict[str, Any]]:
+        """Build the page (the hot loop of the records API: keep it lean)."""
+        key = self._cursor_key
+        loads = json.loads
+        records = []
+        for external_id, payload, first_seen_at, last_modified_at, deleted_at, mod_seq in rows:
+            record: dict[str, Any] = loads(payload)
+            record["id"] = external_id
+            if deleted_at is not None:
+                action = "DELETED"
+            elif last_modified_at == first_seen_at:
+                action = "ADDED"
+            else:
+                action = "UPDATED"
+            record["_nango_metadata"] = {
+                "first_seen_at": to_iso(first_seen_at),
+                "last_modified_at": to_iso(last_modified_at),
+                "last_action": action,
+                "deleted_at": None if deleted_at is None else to_iso(deleted_at),
+                "cursor": encode_cursor(mod_seq, key),
+            }
+            records.append(record)
+        return records
+
+
+def format_time(value: datetime) -> str:
+    """The one timestamp format of the records API: ``2026-11-26T12:00:00.123456+00:00``."""
+    return value.isoformat(timespec="microseconds")
+
+
+def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:
+    """Format a raw stored timestamp as ``format_time`` does, without a datetime if possible.
+
+    SQLAlchemy stores SQLite datetimes as text ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six
+    digits); Postgres drivers return naive datetimes. Both are UTC (``UTCDateTime``).
+    Anything else goes through the column type.
+    """
+    to_time = _time_reader(dialect)
+
+    def to_iso(value: Any) -> str:
+        if type(value) is str and len(value) == 26 and value[10] == " ":
+            return f"{value[:10]}T{value[11:]}+00:00"
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(timespec="microseconds") + "+00:00"
+        return format_time(to_time(value))
+
+    return to_iso
+
+
+def _aware(now: datetime | None) -> datetime:
+    if now is None:
+        return utcnow()
+    if now.tzinfo is None:
+        raise ValueError(f"now must be an aware datetime, got naive {now!r}")
+    return now
+
+
+def _dialect_insert(conn: DBConnection, table: Any) -> Insert:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"database dialect {name!r} is not supported")
+
+
+def _lock_seq(conn: DBConnection, connection_pk: int, model: str) -> int:
+    """Lock the model's counter row until commit (creating it) and return its value.
+
+    SQLite needs no row lock: every transaction is BEGIN IMMEDIATE (cache.db), so writers
+    are already serialised; SQLAlchemy renders no FOR UPDATE there. On Postgres a missing
+    row is created with ON CONFLICT DO NOTHING — two first writers race harmlessly — and
+    then locked with SELECT … FOR UPDATE.
+    """
+    query = (
+        select(_seqs.c.seq)
+        .where(_seqs.c.connection_pk == connection_pk, _seqs.c.model == model)
+        .with_for_update()
+    )
+    value = conn.execute(query).scalar()
+    if value is None:
+        try:
+            conn.execute(
+                _dialect_insert(conn, _seqs).values(connection_pk=connection_pk, model=model, seq=0)
+            )
+        except IntegrityError as error:
+            raise BadInputError(
+                f"connection {connection_pk!r} does not exist (was it deleted?)",
+                code="unknown_connection",
+                field="connection",
+            ) from error
+        value = conn.execute(query).scalar_one()
+    return int(value)
+
+
+def _time_reader(dialect: Dialect) -> Callable[[Any], datetime]:
+    """Convert a raw ``last_modified_at`` from the driver the way the column type would."""
+    process = _records.c.last_modified_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None
+    return cast(Callable[[Any], datetime], process)
+
+
+def _set_seq(conn: DBConnection, connection_pk: int, model: str, seq: int) -> None:
+    conn.execute(
+        update(_seqs)
+        .where(_seqs.c.connection_pk == connection_pk, _seqs.c.model == model)
+        .values(seq=seq)
+    )
+
+
+def _read_stored(
+    conn: DBConnection,
+    connection_pk: int,
+    model: str,
+    external_ids: list[str],
+    with_payload: bool,
+) -> dict[str, _StoredRow]:
+    """The stored state of ``external_ids``: one SELECT for the whole batch.
+
+    The ids travel as one array parameter (Postgres ``unnest``, SQLite ``json_each``) looked
+    up in the (connection, model, external_id) unique index: no bound-variable limit and
+    one cached statement for any batch size. Postgres needs statistics to plan it that way
+    (see ``_refresh_statistics``).
+    """
+    columns = [
+        _records.c.id,
+        _records.c.external_id,
+        _records.c.data_hash,
+        _records.c.deleted_at.is_not(None),
+        _records.c.mod_seq,
+        # Most rows of a batch are often unchanged: do not pay for parsing their time.
+        type_coerce(_records.c.last_modified_at, NullType()),
+    ]
+    if with_payload:
+        columns.append(_records.c.payload)
+    in_model = (_records.c.connection_pk == connection_pk, _records.c.model == model)
+    if conn.dialect.name == "postgresql":
+        wanted = (
+            func.unnest(bindparam("ids", type_=postgresql.ARRAY(String)))
+            .table_valued("value")
+            .render_derived(name="wanted")
+        )
+        query = (
+            select(*columns)
+            .select_from(wanted.join(_records, _records.c.external_id == wanted.c.value))
+            .where(*in_model)
+        )
+        ids_param: Any = external_ids
+    else:
+        # SQLite: IN (subquery) is one index lookup per id; the same join scans the model.
+        wanted = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+        query = select(*columns).where(
+            *in_model, _records.c.external_id.in_(select(wanted.c.value))
+        )
+        ids_param = json.dumps(external_ids)
+    result = conn.execute(query, {"ids": ids_param})
+    # Straight from the DBAPI cursor: no column here needs converting, and SQLAlchemy's
+    # row objects cost more than the SELECT itself on a batch of unchanged records.
+    assert result.cursor is not None
+    rows = result.cursor.fetchall()
+    result.close()
+    return {row[1]: row for row in rows}
+
+
+def _mark_seen(conn: DBConnection, connection_pk: int, model: str, external_ids: list[str]) -> None:
+    """Record unchanged saves in every open window of the model (usually there is none)."""
+    window_ids = (
+        conn.execute(
+            select(_windows.c.id).where(
+                _windows.c.connection_pk == connection_pk, _windows.c.model == model
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if window_ids:
+        conn.execute(
+            _dialect_insert(conn, _seen),
+            [
+                {"window_id": window_id, "external_id": external_id}
+                for window_id in window_ids
+                for external_id in external_ids
+            ],
+        )
+
+
+def _filter_condition(filter: Collection[str] | None) -> Any:
+    if filter is None:
+        return None
+    if isinstance(filter, str):
+        raise BadInputError(
+            f"filter must be a collection of names, got the string {filter!r}", field="filter"
+        )
+    chosen = set(filter)
+    unknown = sorted(str(name) for name in chosen - FILTERS)
+    if unknown:
+        raise BadInputError(
+            f"filter has unknown value(s) {', '.join(repr(n) for n in unknown)}; use any of "
+            "'added', 'updated', 'deleted'",
+            field="filter",
+        )
+    if not chosen or chosen == FILTERS:
+        return None
+    live = _records.c.deleted_at.is_(None)
+    same_time = _records.c.last_modified_at == _records.c.first_seen_at
+    parts = []
+    if "added" in chosen:
+        parts.append(and_(live, same_time))
+    if "updated" in chosen:
+        parts.append(and_(live, ~same_time))
+    if "deleted" in chosen:
+        parts.append(_records.c.deleted_at.is_not(None))
+    return or_(*parts)
+
+
+def _check_ids(ids: Iterable[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise BadInputError(f"ids must be a list of ids, got the string {ids!r}", field="ids")
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) > MAX_IDS:
+        raise BadInputError(
+            f"ids lists {len(wanted)} ids; at most {MAX_IDS} are allowed", field="ids"
+        )
+    for value in wanted:
+        if not isinstance(value, str) or not value:
+            raise BadInputError(f"ids must be non-empty strings, got {value!r}", field="ids")
+    return wanted
