@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import requests
@@ -36,6 +34,7 @@ from sqlalchemy.orm import Session
 from cache.db import session_scope
 from cache.models import Connection, Notification, NotificationState, SyncRun, utcnow
 from config.errors import BadInputError
+from workers.external import parse_retry_after
 from workers.signing import signed_headers
 
 if TYPE_CHECKING:
@@ -51,7 +50,6 @@ __all__ = [
     "format_timestamp",
     "list_notifications",
     "next_delay",
-    "parse_retry_after",
     "record_completion",
     "record_failure",
     "record_forward",
@@ -311,26 +309,6 @@ def next_delay(
     return delay
 
 
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from ``now`` a ``Retry-After`` header asks for (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if math.isnan(seconds) or math.isinf(seconds):
-        return None
-    return max(0.0, seconds)
-
-
 def classify_status(status: int | None) -> NotificationState | None:
     """Map one attempt's outcome to the next state; None means "retry later".
 
@@ -436,7 +414,7 @@ def _post(
         return _Attempt(None, f"network error: {type(error).__name__}", None)
     status = response.status_code
     response.close()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     return _Attempt(status, None if 200 <= status < 300 else f"HTTP {status}", retry_after)
 
 

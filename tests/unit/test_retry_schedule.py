@@ -14,6 +14,7 @@ from cache.models import NotificationState, Schedule
 from config.frequency import next_run_after
 from config.integrations import SyncConfig
 from scheduler.schedules import interval_for, poll_sync_type
+from workers.external import parse_retry_after
 from workers.notify import (
     MAX_RETRY_AFTER_SECONDS,
     RETRY_DELAYS,
@@ -21,7 +22,6 @@ from workers.notify import (
     encode_body,
     format_timestamp,
     next_delay,
-    parse_retry_after,
 )
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -64,12 +64,12 @@ def test_retry_after_is_honoured_when_longer_and_capped() -> None:
 
 
 def test_parse_retry_after_reads_seconds_and_http_dates() -> None:
-    assert parse_retry_after("120", NOW) == 120.0
-    assert parse_retry_after("Wed, 01 May 2024 12:02:00 GMT", NOW) == 120.0
-    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", NOW) == 0.0
-    assert parse_retry_after("soon", NOW) is None
-    assert parse_retry_after(None, NOW) is None
-    assert parse_retry_after("nan", NOW) is None
+    assert parse_retry_after("120", now=NOW) == 120.0
+    assert parse_retry_after("Wed, 01 May 2024 12:02:00 GMT", now=NOW) == 120.0
+    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now=NOW) == 0.0
+    assert parse_retry_after("soon", now=NOW) is None
+    assert parse_retry_after(None, now=NOW) is None
+    assert parse_retry_after("nan", now=NOW) is None
 
 
 @pytest.mark.parametrize(
