@@ -6,13 +6,14 @@ Every batch is one transaction, in this order:
    held to commit, so writers of one model queue here and the ``mod_seq`` values they hand
    out become visible in increasing order: a reader paging by cursor can never see seq 12
    and later discover a seq 11 committed behind it;
-2. read the stored state of the batch's ids (one ``SELECT … IN`` per chunk);
+2. read the stored state of the batch's ids (one SELECT for the whole batch);
 3. decide per record with ``cache.merge.decide`` — the compare-and-write happens here,
    inside the transaction, so correctness never rests on the Redis lock alone;
 4. write with executemany (SQLAlchemy Core, no ORM unit of work) and move the counter.
 
 An unchanged record is not written at all; while a deletion-detection window is open its id
-goes to ``tracking_seen`` instead, so the window's end knows it was still there.
+goes to ``tracking_seen`` instead, so the window's end knows it was still there. A record
+the merging strategy kept (skipped) is recorded there too: the source still has it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -30,24 +31,20 @@ from sqlalchemy import (
     Insert,
     String,
     Table,
-    and_,
     bindparam,
     delete,
     func,
     insert,
-    or_,
     select,
     text,
     type_coerce,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import NullType
 
-from cache.cursor import decode_cursor, encode_cursor
 from cache.db import session_scope
 from cache.merge import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -66,16 +63,12 @@ from cache.merge import (
     validate_model,
 )
 from cache.models import ModelSeq, Record, TrackingSeen, TrackingWindow, utcnow
+from cache.page import FILTERS, MAX_IDS, MAX_LIMIT, RecordsPage, list_page, time_reader
 from config.errors import BadInputError
 
 __all__ = ["FILTERS", "MAX_IDS", "MAX_LIMIT", "BatchResult", "RecordStore", "RecordsPage"]
 
 log = logging.getLogger(__name__)
-
-#: Records API bounds (Nango's).
-MAX_LIMIT = 10_000
-MAX_IDS = 100
-FILTERS = frozenset({"added", "updated", "deleted"})
 
 _records = cast(Table, Record.__table__)
 _seqs = cast(Table, ModelSeq.__table__)
@@ -123,16 +116,6 @@ _DELETE = (
         mod_seq=bindparam("p_seq"),
     )
 )
-#: Timestamps come back as the driver returns them (naive UTC) and go to ISO text in
-#: ``_iso_writer``: no aware datetime is built for a value that is only printed.
-_PAGE_COLUMNS = (
-    _records.c.external_id,
-    _records.c.payload,
-    type_coerce(_records.c.first_seen_at, NullType()),
-    type_coerce(_records.c.last_modified_at, NullType()),
-    type_coerce(_records.c.deleted_at, NullType()),
-    _records.c.mod_seq,
-)
 
 
 @dataclass(frozen=True)
@@ -154,21 +137,6 @@ class BatchResult:
     def counts(self) -> dict[str, int]:
         """The three numbers the completion webhook reports."""
         return {"added": self.added, "updated": self.updated, "deleted": self.deleted}
-
-
-@dataclass(frozen=True)
-class RecordsPage:
-    records: list[dict[str, Any]]
-    #: Cursor of the page's last record when the page is full (there may be more), else None.
-    next_cursor: str | None
-
-    def to_json(self) -> str:
-        """The records API body."""
-        return json.dumps(
-            {"records": self.records, "next_cursor": self.next_cursor},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
 
 
 @dataclass
@@ -299,7 +267,7 @@ class RecordStore:
             )
             plan = self._plan(operation, unique, stored, merge_strategy, cursor_seq, now, start)
             if plan.updates or plan.undeletes or plan.deletes:
-                to_time = _time_reader(conn.dialect)
+                to_time = time_reader(conn.dialect)
                 for row in itertools.chain(plan.updates, plan.undeletes, plan.deletes):
                     row["p_time"] = max(now, to_time(row["p_time"]) + _TICK)
             if plan.inserts:
@@ -558,107 +526,19 @@ class RecordStore:
         filter: Collection[str] | None = None,
         ids: Iterable[str] | None = None,
     ) -> RecordsPage:
-        """One page of records in the Nango shape, ascending by ``mod_seq``.
-
-        Args:
-            cursor: start after this record (a ``next_cursor`` or a record's metadata cursor).
-            limit: 1 to 10,000 records.
-            modified_after: only records whose ``last_modified_at`` is strictly after this
-                aware datetime (Nango's "after"; a client passing the last timestamp it saw
-                does not get that record again — cursors are the exact way to resume).
-            filter: a subset of {"added", "updated", "deleted"}: the union of those
-                ``last_action`` values. None or empty means all.
-            ids: at most 100 external ids to restrict the page to.
-
-        Raises:
-            BadInputError: a bad parameter, named with its value; ``invalid_cursor`` for a
-                cursor this server did not issue.
-        """
-        validate_model(model)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise BadInputError(
-                f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}", field="limit"
-            )
-        after_seq = 0 if cursor is None else decode_cursor(cursor, self._cursor_key)
-        query = (
-            select(*_PAGE_COLUMNS)
-            .where(
-                _records.c.connection_pk == connection_pk,
-                _records.c.model == model,
-                _records.c.mod_seq > after_seq,
-            )
-            .order_by(_records.c.mod_seq)
-            .limit(limit)
-        )
-        if modified_after is not None:
-            if not isinstance(modified_after, datetime) or modified_after.tzinfo is None:
-                raise BadInputError(
-                    f"modified_after must be an aware datetime, got {modified_after!r}",
-                    field="modified_after",
-                )
-            query = query.where(_records.c.last_modified_at > modified_after)
-        condition = _filter_condition(filter)
-        if condition is not None:
-            query = query.where(condition)
-        if ids is not None:
-            wanted = _check_ids(ids)
-            query = query.where(_records.c.external_id.in_(wanted))
+        """One page of records in the Nango shape; see ``cache.page.list_page``."""
         with session_scope(self._sessions) as session:
-            rows = session.execute(query).all()
-            to_iso = _iso_writer(session.get_bind().dialect)
-        records = self._to_nango(rows, to_iso)
-        next_cursor = None
-        if len(rows) == limit:
-            next_cursor = records[-1]["_nango_metadata"]["cursor"]
-        return RecordsPage(records, next_cursor)
-
-    def _to_nango(self, rows: Sequence[Any], to_iso: Callable[[Any], str]) -> list[dict[str, Any]]:
-        """Build the page (the hot loop of the records API: keep it lean)."""
-        key = self._cursor_key
-        loads = json.loads
-        records = []
-        for external_id, payload, first_seen_at, last_modified_at, deleted_at, mod_seq in rows:
-            record: dict[str, Any] = loads(payload)
-            record["id"] = external_id
-            if deleted_at is not None:
-                action = "DELETED"
-            elif last_modified_at == first_seen_at:
-                action = "ADDED"
-            else:
-                action = "UPDATED"
-            record["_nango_metadata"] = {
-                "first_seen_at": to_iso(first_seen_at),
-                "last_modified_at": to_iso(last_modified_at),
-                "last_action": action,
-                "deleted_at": None if deleted_at is None else to_iso(deleted_at),
-                "cursor": encode_cursor(mod_seq, key),
-            }
-            records.append(record)
-        return records
-
-
-def format_time(value: datetime) -> str:
-    """The one timestamp format of the records API: ``2026-11-26T12:00:00.123456+00:00``."""
-    return value.isoformat(timespec="microseconds")
-
-
-def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:
-    """Format a raw stored timestamp as ``format_time`` does, without a datetime if possible.
-
-    SQLAlchemy stores SQLite datetimes as text ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six
-    digits); Postgres drivers return naive datetimes. Both are UTC (``UTCDateTime``).
-    Anything else goes through the column type.
-    """
-    to_time = _time_reader(dialect)
-
-    def to_iso(value: Any) -> str:
-        if type(value) is str and len(value) == 26 and value[10] == " ":
-            return f"{value[:10]}T{value[11:]}+00:00"
-        if type(value) is datetime and value.tzinfo is None:
-            return value.isoformat(timespec="microseconds") + "+00:00"
-        return format_time(to_time(value))
-
-    return to_iso
+            return list_page(
+                session,
+                self._cursor_key,
+                connection_pk,
+                model,
+                cursor=cursor,
+                limit=limit,
+                modified_after=modified_after,
+                filter=filter,
+                ids=ids,
+            )
 
 
 def _aware(now: datetime | None) -> datetime:
@@ -705,13 +585,6 @@ def _lock_seq(conn: DBConnection, connection_pk: int, model: str) -> int:
             ) from error
         value = conn.execute(query).scalar_one()
     return int(value)
-
-
-def _time_reader(dialect: Dialect) -> Callable[[Any], datetime]:
-    """Convert a raw ``last_modified_at`` from the driver the way the column type would."""
-    process = _records.c.last_modified_at.type.dialect_impl(dialect).result_processor(dialect, None)
-    assert process is not None
-    return cast(Callable[[Any], datetime], process)
 
 
 def _set_seq(conn: DBConnection, connection_pk: int, model: str, seq: int) -> None:
@@ -796,46 +669,3 @@ def _mark_seen(conn: DBConnection, connection_pk: int, model: str, external_ids:
                 for external_id in external_ids
             ],
         )
-
-
-def _filter_condition(filter: Collection[str] | None) -> Any:
-    if filter is None:
-        return None
-    if isinstance(filter, str):
-        raise BadInputError(
-            f"filter must be a collection of names, got the string {filter!r}", field="filter"
-        )
-    chosen = set(filter)
-    unknown = sorted(str(name) for name in chosen - FILTERS)
-    if unknown:
-        raise BadInputError(
-            f"filter has unknown value(s) {', '.join(repr(n) for n in unknown)}; use any of "
-            "'added', 'updated', 'deleted'",
-            field="filter",
-        )
-    if not chosen or chosen == FILTERS:
-        return None
-    live = _records.c.deleted_at.is_(None)
-    same_time = _records.c.last_modified_at == _records.c.first_seen_at
-    parts = []
-    if "added" in chosen:
-        parts.append(and_(live, same_time))
-    if "updated" in chosen:
-        parts.append(and_(live, ~same_time))
-    if "deleted" in chosen:
-        parts.append(_records.c.deleted_at.is_not(None))
-    return or_(*parts)
-
-
-def _check_ids(ids: Iterable[str]) -> list[str]:
-    if isinstance(ids, str):
-        raise BadInputError(f"ids must be a list of ids, got the string {ids!r}", field="ids")
-    wanted = list(dict.fromkeys(ids))
-    if len(wanted) > MAX_IDS:
-        raise BadInputError(
-            f"ids lists {len(wanted)} ids; at most {MAX_IDS} are allowed", field="ids"
-        )
-    for value in wanted:
-        if not isinstance(value, str) or not value:
-            raise BadInputError(f"ids must be non-empty strings, got {value!r}", field="ids")
-    return wanted

@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from cache.db import session_scope
 from cache.models import Connection
-from cache.store import FILTERS, MAX_IDS, MAX_LIMIT, RecordStore
+from cache.page import FILTERS, MAX_IDS, MAX_LIMIT
+from cache.store import RecordStore
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import error_response, status_for

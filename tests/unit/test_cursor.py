@@ -22,6 +22,18 @@ def test_round_trip(seq: int) -> None:
     assert decode_cursor(cursor, KEY) == seq
 
 
+@pytest.mark.parametrize("key", ["k", "secret-key", "é" * 40, "x" * 64, "y" * 65, "z" * 500])
+def test_the_mac_is_hmac_sha256(key: str) -> None:
+    import base64
+    import hmac
+
+    cursor = encode_cursor(987654, key)
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    body, mac = raw[:-12], raw[-12:]
+    assert mac == hmac.digest(key.encode(), b"hooksync-cursor-v1:" + body, "sha256")[:12]
+    assert decode_cursor(cursor, key) == 987654
+
+
 def test_cursors_are_opaque_and_distinct() -> None:
     cursors = {encode_cursor(seq, KEY) for seq in range(1000)}
     assert len(cursors) == 1000

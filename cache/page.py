@@ -1,0 +1,230 @@
+"""Reading the records cache: ``list_records`` pages in Nango's shape (DESIGN §5).
+
+Pages run ascending by ``mod_seq``. Because writers hand out ``mod_seq`` values in commit
+order (``cache.store``), a reader that resumes after the last cursor it saw never misses a
+record's final state, however writers interleave with its pages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, or_, select, type_coerce
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
+
+from cache.cursor import decode_cursor, encode_cursor
+from cache.merge import validate_model
+from cache.models import Record
+from config.errors import BadInputError
+
+__all__ = [
+    "FILTERS",
+    "MAX_IDS",
+    "MAX_LIMIT",
+    "RecordsPage",
+    "format_time",
+    "list_page",
+    "time_reader",
+]
+
+#: Records API bounds (Nango's).
+MAX_LIMIT = 10_000
+MAX_IDS = 100
+FILTERS = frozenset({"added", "updated", "deleted"})
+
+_records = cast(Table, Record.__table__)
+
+#: Timestamps come back as the driver returns them (naive UTC) and go to ISO text in
+#: ``_iso_writer``: no aware datetime is built for a value that is only printed.
+_PAGE_COLUMNS = (
+    _records.c.external_id,
+    _records.c.payload,
+    type_coerce(_records.c.first_seen_at, NullType()),
+    type_coerce(_records.c.last_modified_at, NullType()),
+    type_coerce(_records.c.deleted_at, NullType()),
+    _records.c.mod_seq,
+)
+
+
+@dataclass(frozen=True)
+class RecordsPage:
+    records: list[dict[str, Any]]
+    #: Cursor of the page's last record when the page is full (there may be more), else None.
+    next_cursor: str | None
+
+    def to_json(self) -> str:
+        """The records API body."""
+        return json.dumps(
+            {"records": self.records, "next_cursor": self.next_cursor},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+def list_page(
+    session: Session,
+    cursor_key: str,
+    connection_pk: int,
+    model: str,
+    *,
+    cursor: str | None = None,
+    limit: int = 100,
+    modified_after: datetime | None = None,
+    filter: Collection[str] | None = None,
+    ids: Iterable[str] | None = None,
+) -> RecordsPage:
+    """One page of records in the Nango shape, ascending by ``mod_seq``.
+
+    Args:
+        cursor: start after this record (a ``next_cursor`` or a record's metadata cursor).
+        limit: 1 to 10,000 records.
+        modified_after: only records whose ``last_modified_at`` is strictly after this
+            aware datetime (Nango's "after"; a client passing the last timestamp it saw
+            does not get that record again — cursors are the exact way to resume).
+        filter: a subset of {"added", "updated", "deleted"}: the union of those
+            ``last_action`` values. None or empty means all.
+        ids: at most 100 external ids to restrict the page to.
+
+    Raises:
+        BadInputError: a bad parameter, named with its value; ``invalid_cursor`` for a
+            cursor this server did not issue.
+    """
+    validate_model(model)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise BadInputError(
+            f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}", field="limit"
+        )
+    after_seq = 0 if cursor is None else decode_cursor(cursor, cursor_key)
+    query = (
+        select(*_PAGE_COLUMNS)
+        .where(
+            _records.c.connection_pk == connection_pk,
+            _records.c.model == model,
+            _records.c.mod_seq > after_seq,
+        )
+        .order_by(_records.c.mod_seq)
+        .limit(limit)
+    )
+    if modified_after is not None:
+        if not isinstance(modified_after, datetime) or modified_after.tzinfo is None:
+            raise BadInputError(
+                f"modified_after must be an aware datetime, got {modified_after!r}",
+                field="modified_after",
+            )
+        query = query.where(_records.c.last_modified_at > modified_after)
+    condition = _filter_condition(filter)
+    if condition is not None:
+        query = query.where(condition)
+    if ids is not None:
+        wanted = _check_ids(ids)
+        query = query.where(_records.c.external_id.in_(wanted))
+    rows = session.execute(query).all()
+    records = _to_nango(rows, _iso_writer(session.get_bind().dialect), cursor_key)
+    next_cursor = None
+    if len(rows) == limit:
+        next_cursor = records[-1]["_nango_metadata"]["cursor"]
+    return RecordsPage(records, next_cursor)
+
+
+def _to_nango(rows: Sequence[Any], to_iso: Callable[[Any], str], key: str) -> list[dict[str, Any]]:
+    """Build the page (the hot loop of the records API: keep it lean)."""
+    loads = json.loads
+    records = []
+    for external_id, payload, first_seen_at, last_modified_at, deleted_at, mod_seq in rows:
+        record: dict[str, Any] = loads(payload)
+        record["id"] = external_id
+        if deleted_at is not None:
+            action = "DELETED"
+        elif last_modified_at == first_seen_at:
+            action = "ADDED"
+        else:
+            action = "UPDATED"
+        record["_nango_metadata"] = {
+            "first_seen_at": to_iso(first_seen_at),
+            "last_modified_at": to_iso(last_modified_at),
+            "last_action": action,
+            "deleted_at": None if deleted_at is None else to_iso(deleted_at),
+            "cursor": encode_cursor(mod_seq, key),
+        }
+        records.append(record)
+    return records
+
+
+def format_time(value: datetime) -> str:
+    """The one timestamp format of the records API: ``2026-11-26T12:00:00.123456+00:00``."""
+    return value.isoformat(timespec="microseconds")
+
+
+def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:
+    """Format a raw stored timestamp as ``format_time`` does, without a datetime if possible.
+
+    SQLAlchemy stores SQLite datetimes as text ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six
+    digits); Postgres drivers return naive datetimes. Both are UTC (``UTCDateTime``).
+    Anything else goes through the column type.
+    """
+    to_time = time_reader(dialect)
+
+    def to_iso(value: Any) -> str:
+        if type(value) is str and len(value) == 26 and value[10] == " ":
+            return f"{value[:10]}T{value[11:]}+00:00"
+        if type(value) is datetime and value.tzinfo is None:
+            return value.isoformat(timespec="microseconds") + "+00:00"
+        return format_time(to_time(value))
+
+    return to_iso
+
+
+def time_reader(dialect: Dialect) -> Callable[[Any], datetime]:
+    """Convert a raw ``last_modified_at`` from the driver the way the column type would."""
+    process = _records.c.last_modified_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert process is not None
+    return cast(Callable[[Any], datetime], process)
+
+
+def _filter_condition(filter: Collection[str] | None) -> Any:
+    if filter is None:
+        return None
+    if isinstance(filter, str):
+        raise BadInputError(
+            f"filter must be a collection of names, got the string {filter!r}", field="filter"
+        )
+    chosen = set(filter)
+    unknown = sorted(str(name) for name in chosen - FILTERS)
+    if unknown:
+        raise BadInputError(
+            f"filter has unknown value(s) {', '.join(repr(n) for n in unknown)}; use any of "
+            "'added', 'updated', 'deleted'",
+            field="filter",
+        )
+    if not chosen or chosen == FILTERS:
+        return None
+    live = _records.c.deleted_at.is_(None)
+    same_time = _records.c.last_modified_at == _records.c.first_seen_at
+    parts = []
+    if "added" in chosen:
+        parts.append(and_(live, same_time))
+    if "updated" in chosen:
+        parts.append(and_(live, ~same_time))
+    if "deleted" in chosen:
+        parts.append(_records.c.deleted_at.is_not(None))
+    return or_(*parts)
+
+
+def _check_ids(ids: Iterable[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise BadInputError(f"ids must be a list of ids, got the string {ids!r}", field="ids")
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) > MAX_IDS:
+        raise BadInputError(
+            f"ids lists {len(wanted)} ids; at most {MAX_IDS} are allowed", field="ids"
+        )
+    for value in wanted:
+        if not isinstance(value, str) or not value:
+            raise BadInputError(f"ids must be non-empty strings, got {value!r}", field="ids")
+    return wanted
