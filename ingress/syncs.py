@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from cache.db import session_scope
 from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
-from cache.store import format_time
+from cache.page import format_time
 from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from config.integrations import SyncConfig

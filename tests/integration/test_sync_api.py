@@ -21,7 +21,8 @@ from sqlalchemy import func, select, update
 
 from cache.db import session_scope
 from cache.models import ModelSeq, Record, Schedule, SyncRun, utcnow
-from cache.store import RecordStore, format_time
+from cache.page import format_time
+from cache.store import RecordStore
 from config.context import AppContext
 from ingress.app import create_app
 from scheduler.schedules import claim_due, finish_poll_run
