@@ -74,6 +74,7 @@ class Demo:
         self.tracker.webhook_url = f"{self.stack.base_url}/webhook/tasktracker"
         self.cursor: str | None = None
         self.lost: list[tuple[str, float]] = []  # (task id, when) of changes with no webhook
+        self.renames = 0
 
     # -- the story -----------------------------------------------------------------------
 
@@ -123,7 +124,9 @@ class Demo:
         self._wait_and_show(lambda b: b["syncType"] == "WEBHOOK", "webhook run", sent.sent_at)
 
     def _lost_step(self, task_id: str, what: str) -> None:
-        self.tracker.update_task(task_id, title="Write the launch post (v2)", notify=False)
+        self.renames += 1
+        title = f"Write the launch post (v{self.renames + 1})"
+        self.tracker.update_task(task_id, title=title, notify=False)
         if all(pending != task_id for pending, _ in self.lost):
             self.lost.append((task_id, time.monotonic()))
         self.say.say(f"{YELLOW}external API{RESET}: {what}; the periodic poll will reconcile it")
