@@ -4,6 +4,10 @@ SQLite (the embedded default) is set up for several processes at once: WAL so re
 block the writer, a busy timeout so writers queue instead of failing, and ``BEGIN IMMEDIATE``
 so a transaction takes the write lock up front — a deferred transaction that reads and then
 writes can fail with "database is locked" no matter how long the timeout.
+
+Read-only work uses ``read_scope`` instead: its transaction starts with a plain deferred
+``BEGIN``, which takes no write lock, so in WAL mode it reads a snapshot at once instead of
+queueing behind writers (and writers never queue behind it).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import ConfigError
@@ -27,10 +31,15 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "migrate",
+    "read_scope",
     "session_scope",
 ]
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+#: Execution option that ``read_scope`` sets on its connection; the SQLite "begin" hook
+#: reads it to choose a deferred ``BEGIN``. Other databases ignore it.
+_READ_ONLY = "hooksync_read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -59,8 +68,11 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -71,6 +83,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction that only reads; on SQLite it takes no write lock.
+
+    The block must not write: on SQLite a deferred transaction that starts writing after a
+    writer committed fails with "database is locked" (use ``session_scope`` to write).
+    """
+    with factory() as session, session.begin():
+        # Options given here reach the connection before its transaction begins, so the
+        # "begin" hook sees them (Session.connection: "when the connection is first procured").
+        session.connection(execution_options={_READ_ONLY: True})
         yield session
 
 

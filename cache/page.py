@@ -2,7 +2,8 @@
 
 Pages run ascending by ``mod_seq``. Because writers hand out ``mod_seq`` values in commit
 order (``cache.store``), a reader that resumes after the last cursor it saw never misses a
-record's final state, however writers interleave with its pages.
+record's final state, however writers interleave with its pages. A page only reads: run it in
+a ``cache.db.read_scope`` so that, on SQLite, it never waits behind a writer's lock.
 """
 
 from __future__ import annotations

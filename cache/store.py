@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import NullType
 
-from cache.db import session_scope
+from cache.db import read_scope, session_scope
 from cache.merge import (
     DEFAULT_MAX_RECORD_BYTES,
     Action,
@@ -512,7 +512,7 @@ class RecordStore:
         )
         if not include_deleted:
             query = query.where(_records.c.deleted_at.is_(None))
-        with session_scope(self._sessions) as session:
+        with read_scope(self._sessions) as session:
             return int(session.execute(query).scalar() or 0)
 
     def list_records(
@@ -527,7 +527,7 @@ class RecordStore:
         ids: Iterable[str] | None = None,
     ) -> RecordsPage:
         """One page of records in the Nango shape; see ``cache.page.list_page``."""
-        with session_scope(self._sessions) as session:
+        with read_scope(self._sessions) as session:
             return list_page(
                 session,
                 self._cursor_key,

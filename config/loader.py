@@ -31,6 +31,7 @@ from config.integrations import (
     SyncConfig,
 )
 from config.providers import parse_providers
+from config.values import read_bool, read_optional_str
 
 __all__ = ["FILENAME", "describe", "load_integrations", "load_integrations_or_raise"]
 
@@ -66,7 +67,7 @@ _DEFAULT_SYNC_TYPE: _SyncType = "full"
 
 
 class _Report:
-    """Collects problems while the loader walks the file (a ``providers.ProblemReport``)."""
+    """Collects problems while the loader walks the file (a ``config.values.ProblemReport``)."""
 
     def __init__(self) -> None:
         self.errors: list[Problem] = []
@@ -410,13 +411,13 @@ def _parse_sync(
         ),
         output=output,
         sync_type=_sync_type(body.get("sync_type"), f"{path}.sync_type", report),
-        track_deletes=_bool(body, "track_deletes", False, path, report),
-        auto_start=_bool(body, "auto_start", True, path, report),
+        track_deletes=read_bool(body, "track_deletes", False, path, report),
+        auto_start=read_bool(body, "auto_start", True, path, report),
         description=_description(body.get("description"), f"{path}.description", report),
         version=_version(body.get("version"), f"{path}.version", report),
         scopes=_string_list(body.get("scopes"), f"{path}.scopes", report, split_commas=True),
         endpoints=_endpoints(body, path, report),
-        input=_optional_str(body.get("input"), f"{path}.input", report),
+        input=read_optional_str(body.get("input"), f"{path}.input", report),
     )
     # Every field is checked first so one run of `hooksync check` lists every mistake.
     return None if interval is None else sync
@@ -474,15 +475,6 @@ def _sync_type(raw: object, path: str, report: _Report) -> _SyncType:
     return _DEFAULT_SYNC_TYPE
 
 
-def _bool(body: Mapping[Any, Any], key: str, default: bool, path: str, report: _Report) -> bool:
-    raw = body.get(key)
-    if raw is None:
-        return default
-    if report.expect(raw, bool, f"{path}.{key}", "true or false"):
-        return cast(bool, raw)
-    return default
-
-
 def _description(raw: object, path: str, report: _Report) -> str:
     if raw is None:
         return ""
@@ -496,12 +488,6 @@ def _version(raw: object, path: str, report: _Report) -> str | None:
     if report.expect(raw, (str, int, float), path, "a version string such as '1.0.0'"):
         return str(raw)
     return None
-
-
-def _optional_str(raw: object, path: str, report: _Report) -> str | None:
-    if raw is None:
-        return None
-    return cast(str, raw) if report.expect(raw, str, path, "a string") else None
 
 
 def _endpoints(body: Mapping[Any, Any], path: str, report: _Report) -> tuple[dict[str, str], ...]:

@@ -18,7 +18,7 @@ import copy
 import difflib
 import re
 from collections.abc import Collection, Mapping
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 from config.integrations import (
     AuthConfig,
@@ -29,8 +29,9 @@ from config.integrations import (
     WebhookConfig,
 )
 from config.presets import BATCH_ROOT, PRESETS, SIGNATURE_SCHEMES
+from config.values import ProblemReport, read_bool, read_optional_str
 
-__all__ = ["ProblemReport", "parse_providers"]
+__all__ = ["parse_providers"]
 
 _PROVIDER_KEYS = frozenset(
     {"preset", "base_url", "webhook_secret", "forward_webhooks", "auth", "webhook"}
@@ -41,20 +42,6 @@ _SIGNATURE_KEYS = frozenset(
 )
 _AuthType = Literal["bearer", "basic", "header", "query", "none"]
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ProblemReport(Protocol):
-    """Where problems go; the loader's collector, so every problem lands in one list."""
-
-    def error(self, code: str, path: str, message: str) -> None: ...
-
-    def warn(self, code: str, path: str, message: str) -> None: ...
-
-    def expect(
-        self, value: object, kinds: type | tuple[type, ...], path: str, expected: str
-    ) -> bool: ...
-
-    def unknown_keys(self, raw: Mapping[Any, Any], known: frozenset[str], path: str) -> None: ...
 
 
 def parse_providers(
@@ -101,7 +88,7 @@ def _parse_provider(
     key: str, body: dict[Any, Any], path: str, environ: Mapping[str, str], report: ProblemReport
 ) -> ProviderConfig:
     report.unknown_keys(body, _PROVIDER_KEYS, path)
-    preset = _optional_str(body.get("preset"), f"{path}.preset", report)
+    preset = read_optional_str(body.get("preset"), f"{path}.preset", report)
     if preset is not None:
         if preset in PRESETS:
             body = _merge_preset(PRESETS[preset], body)
@@ -132,7 +119,7 @@ def _parse_provider(
         base_url=_base_url(body.get("base_url"), f"{path}.base_url", environ, report),
         auth=_auth(body.get("auth"), f"{path}.auth", report),
         webhook_secrets=secrets,
-        forward_webhooks=_bool(body, "forward_webhooks", False, path, report),
+        forward_webhooks=read_bool(body, "forward_webhooks", False, path, report),
         webhook=webhook,
     )
 
@@ -314,7 +301,7 @@ def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig
         )
         return default
     strings = {
-        k: _optional_str(body.get(k), f"{path}.{k}", report)
+        k: read_optional_str(body.get(k), f"{path}.{k}", report)
         for k in ("header", "prefix", "timestamp_header")
     }
     encoding = body.get("encoding", "hex")
@@ -409,24 +396,3 @@ def _connection(raw: object, path: str, report: ProblemReport) -> ConnectionRout
 
 def _is_dotted_path(value: str) -> bool:
     return all(part.strip() for part in value.split("."))
-
-
-# The two value readers below are also in config/loader.py (for sync settings); they are
-# kept private to each module rather than shared through a public helper module.
-
-
-def _optional_str(raw: object, path: str, report: ProblemReport) -> str | None:
-    if raw is None:
-        return None
-    return cast(str, raw) if report.expect(raw, str, path, "a string") else None
-
-
-def _bool(
-    body: Mapping[Any, Any], key: str, default: bool, path: str, report: ProblemReport
-) -> bool:
-    raw = body.get(key)
-    if raw is None:
-        return default
-    if report.expect(raw, bool, f"{path}.{key}", "true or false"):
-        return cast(bool, raw)
-    return default

@@ -24,7 +24,7 @@ from cache.credentials import (
     encrypt_credentials,
     validate_credentials,
 )
-from cache.db import session_scope
+from cache.db import read_scope, session_scope
 from cache.models import Connection, utcnow
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
@@ -102,7 +102,7 @@ def list_connections() -> Response:
     connection_id = request.args.get("connection_id") or request.args.get("connectionId")
     if connection_id:
         query = query.where(Connection.connection_id == connection_id)
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         rows = session.scalars(query).all()
         return jsonify({"connections": [connection_to_json(row) for row in rows]})
 
@@ -113,7 +113,7 @@ def list_connections() -> Response:
 def get_connection(connection_id: str) -> Response:
     """One connection with ``credentials: {"type"}`` (never a secret field)."""
     ctx = current_context()
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         row = require_connection(session, query_provider_config_key(), connection_id)
         payload = connection_to_json(row)
         creds = decrypt_credentials(ctx.settings.encryption_key, row.credentials_encrypted)

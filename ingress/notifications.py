@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, jsonify, request
 
-from cache.db import session_scope
+from cache.db import read_scope, session_scope
 from cache.models import Notification, utcnow
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
@@ -34,7 +34,7 @@ def list_view() -> Response:
     ctx = current_context()
     state = request.args.get("state") or None
     limit = _parse_limit(request.args.get("limit"))
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         rows = list_notifications(session, state, limit)
         return jsonify({"notifications": [describe_notification(row) for row in rows]})
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, Response, request
 from sqlalchemy import select
 
-from cache.db import session_scope
+from cache.db import read_scope
 from cache.models import Connection
 from cache.page import FILTERS, MAX_IDS, MAX_LIMIT
 from cache.store import RecordStore
@@ -52,7 +52,7 @@ def list_records() -> Response:
 
     connection_id = _require_header("Connection-Id")
     provider_config_key = _require_header("Provider-Config-Key")
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         connection_pk = session.execute(
             select(Connection.id).where(
                 Connection.provider_config_key == provider_config_key,

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from cache.db import session_scope
+from cache.db import read_scope, session_scope
 from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
 from cache.page import format_time
 from config.context import AppContext
@@ -99,7 +99,7 @@ def status() -> Response:
     key = provider_config_key(ctx, request.args.get("provider_config_key"))
     names = _sync_names(ctx, key, request.args.get("syncs"), field="syncs")
     connection_id = request.args.get("connection_id") or request.args.get("connectionId")
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         query = select(Connection).where(Connection.provider_config_key == key)
         if connection_id:
             query = query.where(Connection.connection_id == connection_id)
@@ -273,27 +273,8 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
             Schedule.connection_pk == connection.id, Schedule.sync_name == sync.name
         )
     ).first()
-    latest = session.scalars(
-        select(SyncRun)
-        .where(
-            SyncRun.connection_pk == connection.id,
-            SyncRun.sync_name == sync.name,
-            SyncRun.kind == RunKind.POLL.value,
-        )
-        .order_by(SyncRun.id.desc())
-        .limit(1)
-    ).first()
-    finished = session.scalars(
-        select(SyncRun)
-        .where(
-            SyncRun.connection_pk == connection.id,
-            SyncRun.sync_name == sync.name,
-            SyncRun.kind == RunKind.POLL.value,
-            SyncRun.state.in_([RunState.SUCCESS.value, RunState.ERROR.value]),
-        )
-        .order_by(SyncRun.id.desc())
-        .limit(1)
-    ).first()
+    latest = _last_poll(session, connection, sync)
+    finished = _last_poll(session, connection, sync, RunState.SUCCESS, RunState.ERROR)
     counts = dict(
         session.execute(
             select(Record.model, func.count())
@@ -321,6 +302,20 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
         "latestExecutionStatus": _execution_word(latest),
         "recordCount": {model: int(counts.get(model, 0)) for model in sync.output},
     }
+
+
+def _last_poll(
+    session: Session, connection: Connection, sync: SyncConfig, *states: RunState
+) -> SyncRun | None:
+    """The newest poll run of the sync; of one of ``states`` when any are given."""
+    query = select(SyncRun).where(
+        SyncRun.connection_pk == connection.id,
+        SyncRun.sync_name == sync.name,
+        SyncRun.kind == RunKind.POLL.value,
+    )
+    if states:
+        query = query.where(SyncRun.state.in_([state.value for state in states]))
+    return session.scalars(query.order_by(SyncRun.id.desc()).limit(1)).first()
 
 
 def _status_word(schedule: Schedule | None, latest: SyncRun | None, done: SyncRun | None) -> str:

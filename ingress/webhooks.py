@@ -23,7 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import select
 
-from cache.db import session_scope
+from cache.db import read_scope, session_scope
 from cache.models import WebhookEvent, WebhookState
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
@@ -174,7 +174,7 @@ def list_events() -> Response:
     key = request.args.get("provider_config_key")
     if key:
         query = query.where(WebhookEvent.provider_config_key == key)
-    with session_scope(ctx.sessions) as session:
+    with read_scope(ctx.sessions) as session:
         rows = session.scalars(query.limit(limit)).all()
         events = [event_to_json(row) for row in rows]
     return jsonify({"events": events})

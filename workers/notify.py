@@ -151,13 +151,7 @@ def record_completion(
             continue
         bodies.append(
             {
-                "from": "nango",
-                "type": "sync",
-                "connectionId": connection.connection_id,
-                "providerConfigKey": connection.provider_config_key,
-                "syncName": run.sync_name,
-                "model": model,
-                "syncType": run.sync_type,
+                **_sync_envelope(connection, run, model),
                 "success": True,
                 "responseResults": {"added": added, "updated": updated, "deleted": deleted},
                 "modifiedAfter": start,
@@ -195,13 +189,7 @@ def record_failure(
     start = started_at or run.started_at or run.created_at or utcnow()
     failed = failed_at or run.finished_at or utcnow()
     body = {
-        "from": "nango",
-        "type": "sync",
-        "connectionId": connection.connection_id,
-        "providerConfigKey": connection.provider_config_key,
-        "syncName": run.sync_name,
-        "model": model,
-        "syncType": run.sync_type,
+        **_sync_envelope(connection, run, model),
         "success": False,
         "error": {"type": error_type, "description": description},
         "startedAt": format_timestamp(start),
@@ -241,6 +229,19 @@ def _count(model: str, counts: Mapping[str, int], name: str) -> int:
             f"results[{model!r}][{name!r}] must be a count (a whole number >= 0), got {value!r}"
         )
     return value
+
+
+def _sync_envelope(connection: Connection, run: SyncRun, model: str | None) -> dict[str, Any]:
+    """The leading fields of a sync webhook, success or failure, in Nango's order."""
+    return {
+        "from": "nango",
+        "type": "sync",
+        "connectionId": connection.connection_id,
+        "providerConfigKey": connection.provider_config_key,
+        "syncName": run.sync_name,
+        "model": model,
+        "syncType": run.sync_type,
+    }
 
 
 def _load_connection(session: Session, run: SyncRun) -> Connection | None:

@@ -52,14 +52,14 @@ class ScriptUsageError(FatalError):
     """A sync script used the ``nango`` object in a way that cannot work."""
 
 
-class StoreLike(Protocol):
-    """What the runtime needs of ``cache.store.RecordStore`` (tests pass a fake).
+class BatchWrite(Protocol):
+    """``save``, ``update`` and ``delete`` of the store: one batch, one transaction.
 
-    Batch operations return an object with ``added``, ``updated``, ``deleted``,
-    ``duplicate_ids`` and ``max_seq`` (``cache.store.BatchResult``).
+    Returns an object with ``added``, ``updated``, ``deleted``, ``duplicate_ids`` and
+    ``max_seq`` (``cache.store.BatchResult``).
     """
 
-    def save(
+    def __call__(
         self,
         connection_pk: int,
         model: str,
@@ -69,26 +69,17 @@ class StoreLike(Protocol):
         cursor_seq: int | None = ...,
         now: datetime | None = ...,
     ) -> Any: ...
-    def update(
-        self,
-        connection_pk: int,
-        model: str,
-        records: Sequence[Any],
-        *,
-        strategy: Any = ...,
-        cursor_seq: int | None = ...,
-        now: datetime | None = ...,
-    ) -> Any: ...
-    def delete(
-        self,
-        connection_pk: int,
-        model: str,
-        records: Sequence[Any],
-        *,
-        strategy: Any = ...,
-        cursor_seq: int | None = ...,
-        now: datetime | None = ...,
-    ) -> Any: ...
+
+
+class StoreLike(Protocol):
+    """What the runtime needs of ``cache.store.RecordStore`` (tests pass a fake)."""
+
+    @property
+    def save(self) -> BatchWrite: ...
+    @property
+    def update(self) -> BatchWrite: ...
+    @property
+    def delete(self) -> BatchWrite: ...
     def current_seq(self, connection_pk: int, model: str) -> int: ...
     def open_tracking(self, run_id: int, connection_pk: int, model: str) -> int: ...
     def close_tracking(self, window_id: int, *, success: bool) -> int: ...

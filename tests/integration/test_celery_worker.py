@@ -23,7 +23,8 @@ from config.context import AppContext
 from config.errors import RetriableError
 from config.settings import load_settings
 from tests.conftest import REPO
-from tests.integration.test_execution import Api, add_connection, load_run, task, trigger_run
+from tests.integration.test_execution import add_connection, load_run, task, trigger_run
+from tests.support.api import Api
 from tests.support.servers import free_port
 from workers.celery_app import DEFAULT_QUEUE, broker_url, make_celery
 from workers.enqueue import enqueue_runs, enqueue_tick, enqueue_webhook
@@ -32,12 +33,11 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    server = Api()
-    monkeypatch.setenv("TASKTRACKER_BASE_URL", server.base_url)
+def api(api: Api, monkeypatch: pytest.MonkeyPatch) -> Api:
+    """The shared fake API, where the example integration's environment points."""
+    monkeypatch.setenv("TASKTRACKER_BASE_URL", api.base_url)
     monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "tracker-secret")
-    yield server
-    server.close()
+    return api
 
 
 @pytest.fixture

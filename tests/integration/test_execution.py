@@ -37,7 +37,8 @@ from config.context import AppContext
 from config.settings import load_settings
 from scheduler.schedules import create_schedules, trigger
 from tests.conftest import REPO
-from tests.integration.test_external import Api
+from tests.support.api import Api
+from tests.support.rows import insert_connection
 from workers.execution import LeaseHeartbeat, LeaseLost, execute_run
 
 SECRET = "sk-test-7f3a9c1e"
@@ -128,13 +129,6 @@ def integrations_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def api() -> Iterator[Api]:
-    server = Api()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def wctx(
     make_env: Callable[..., dict[str, str]],
     database_url: str,
@@ -160,16 +154,15 @@ def add_connection(
     ctx: AppContext, key: str, connection_id: str, metadata: dict[str, Any] | None = None
 ) -> int:
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key=key,
-            connection_id=connection_id,
+        connection = insert_connection(
+            session,
+            key,
+            connection_id,
             credentials_encrypted=encrypt_credentials(
                 ctx.settings.encryption_key, {"type": "API_KEY", "api_key": SECRET}
             ),
-            metadata_json=metadata or {},
+            metadata=metadata,
         )
-        session.add(connection)
-        session.flush()
         create_schedules(session, ctx.integrations, connection, utcnow())
         return connection.id
 

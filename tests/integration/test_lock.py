@@ -11,10 +11,10 @@ import redis
 
 from cache.db import session_scope
 from cache.lock import LockTimeout, connection_lock, lock_name
-from cache.models import Connection
 from cache.store import RecordStore
 from config.context import AppContext
 from config.errors import RetriableError
+from tests.support.rows import insert_connection
 
 
 @pytest.fixture
@@ -99,12 +99,7 @@ def test_an_expired_lock_cannot_cause_a_stale_overwrite(ctx: AppContext) -> None
     """Writer A's lock expires mid-work; B takes it and writes a newer record; then A's
     stale batch commits: the compare-and-write in A's transaction must keep B's record."""
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key="tasktracker", connection_id="c1", credentials_encrypted="x"
-        )
-        session.add(connection)
-        session.flush()
-        pk = connection.id
+        pk = insert_connection(session, "tasktracker", "c1").id
     store = RecordStore(ctx.sessions, cursor_key=ctx.settings.secret_key)
     store.save(pk, "Task", [{"id": 1, "v": "original"}])
 

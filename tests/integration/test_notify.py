@@ -21,12 +21,14 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from cache.db import session_scope
-from cache.models import Connection, Notification, SyncRun, utcnow
+from cache.models import Notification, SyncRun, utcnow
 from config.context import AppContext
 from config.errors import BadInputError
 from config.integrations import Integrations
 from config.settings import load_settings
 from scheduler.tick import tick
+from tests.support.concurrency import run_at_once
+from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers.notify import (
     DISPATCH_SKEW_SECONDS,
@@ -126,14 +128,7 @@ def _make_run(
     ctx: AppContext, *, sync_type: str = "INCREMENTAL", connection_id: str = "acme"
 ) -> tuple[int, int]:
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key="tracker",
-            connection_id=connection_id,
-            credentials_encrypted="not-a-real-token",
-            metadata_json={},
-        )
-        session.add(connection)
-        session.flush()
+        connection = insert_connection(session, "tracker", connection_id)
         run = SyncRun(
             connection_pk=connection.id,
             sync_name="tasks",
@@ -386,22 +381,7 @@ def test_two_concurrent_deliveries_of_one_notification_send_once(
     receiver.delay = 0.5
     (notification_id,) = _complete(app, {"Task": {"added": 1, "updated": 0, "deleted": 0}})
     now = utcnow()
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            barrier.wait(5)
-            deliver(app, notification_id, now=now)
-        except BaseException as error:  # noqa: BLE001 (reported below)
-            errors.append(error)
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert errors == []
+    run_at_once([lambda: deliver(app, notification_id, now=now)] * 2, timeout=30)
     assert len(receiver.requests) == 1
     row = _row(app, notification_id)
     assert (row.state, row.attempts) == ("delivered", 1)

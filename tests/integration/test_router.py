@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import (
-    Connection,
     Notification,
     SyncRun,
     WebhookDelivery,
@@ -25,13 +24,11 @@ from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from config.settings import load_settings
 from ingress.webhooks import build_event
+from tests.support.concurrency import run_at_once
+from tests.support.integrations import write_integrations
+from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers.router import RouteResult, prune_deliveries, replay_event, route_event
-
-SCRIPT = (
-    "def fetch_data(nango):\n    pass\n\n\n"
-    "def on_webhook_payload_received(nango, payload):\n    pass\n"
-)
 
 NANGO_YAML = """
 integrations:
@@ -80,12 +77,7 @@ NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def ctx(make_env, database_url: str, tmp_path: Path) -> Iterator[AppContext]:
     """Like the shared ``ctx`` fixture, on this file's integrations and with an app URL."""
-    folder = tmp_path / "integrations"
-    folder.mkdir()
-    (folder / "nango.yaml").write_text(NANGO_YAML)
-    for script in ("tracker/syncs/tasks.py", "tracker/syncs/audit.py", "open/syncs/items.py"):
-        (folder / script).parent.mkdir(parents=True, exist_ok=True)
-        (folder / script).write_text(SCRIPT)
+    folder = write_integrations(tmp_path / "integrations", NANGO_YAML)
     env = make_env(
         HOOKSYNC_DATABASE_URL=database_url,
         HOOKSYNC_INTEGRATIONS_DIR=str(folder),
@@ -99,17 +91,15 @@ def ctx(make_env, database_url: str, tmp_path: Path) -> Iterator[AppContext]:
 
 def add_connection(ctx: AppContext, key: str, connection_id: str, **metadata: Any) -> int:
     with session_scope(ctx.sessions) as session:
-        row = Connection(
-            provider_config_key=key,
-            connection_id=connection_id,
+        return insert_connection(
+            session,
+            key,
+            connection_id,
             credentials_encrypted=encrypt_credentials(
                 ctx.settings.encryption_key, {"type": "NONE"}
             ),
-            metadata_json=metadata,
-        )
-        session.add(row)
-        session.flush()
-        return row.id
+            metadata=metadata,
+        ).id
 
 
 def tracker_event(
@@ -379,23 +369,7 @@ def test_concurrent_routing_creates_runs_once(ctx: AppContext, same_event: bool)
     add_connection(ctx, "tracker", "c1", workspace_id="w1")
     first = tracker_event({"workspace_id": "w1"})
     events = [first, first if same_event else tracker_event({"workspace_id": "w1"})]
-    barrier = threading.Barrier(2)
-    results: list[RouteResult] = []
-    errors: list[BaseException] = []
-
-    def work(event: dict[str, Any]) -> None:
-        barrier.wait()
-        try:
-            results.append(route_event(ctx, event, now=NOW))
-        except BaseException as error:  # reported below, with the thread's traceback
-            errors.append(error)
-
-    threads = [threading.Thread(target=work, args=(event,)) for event in events]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
+    results = run_at_once([partial(route_event, ctx, event, now=NOW) for event in events])
     assert count(ctx, SyncRun) == 2
     if same_event:
         assert [r.run_ids for r in results] == [results[0].run_ids] * 2

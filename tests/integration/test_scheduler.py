@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +22,8 @@ from scheduler.schedules import (
     trigger,
 )
 from scheduler.tick import TickResult, tick
+from tests.support.concurrency import run_at_once
+from tests.support.rows import insert_connection, schedule_of
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -64,26 +65,9 @@ def app(ctx: AppContext) -> AppContext:
 
 def _connect(ctx: AppContext, connection_id: str = "acme", now: datetime = T0) -> int:
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key="tracker",
-            connection_id=connection_id,
-            credentials_encrypted="not-a-real-token",
-            metadata_json={},
-        )
-        session.add(connection)
-        session.flush()
+        connection = insert_connection(session, "tracker", connection_id)
         create_schedules(session, INTEGRATIONS, connection, now)
         return connection.id
-
-
-def _schedule(ctx: AppContext, connection_pk: int, sync_name: str = "tasks") -> Schedule:
-    with ctx.sessions() as session:
-        schedule = session.scalars(
-            select(Schedule).where(
-                Schedule.connection_pk == connection_pk, Schedule.sync_name == sync_name
-            )
-        ).one()
-        return schedule
 
 
 def _run(ctx: AppContext, run_id: int) -> SyncRun:
@@ -115,7 +99,7 @@ def _finish(ctx: AppContext, run_id: int, now: datetime, *, state: str = "succes
 
 def test_create_schedules_starts_auto_start_syncs_at_once(app: AppContext) -> None:
     pk = _connect(app)
-    tasks, users = _schedule(app, pk, "tasks"), _schedule(app, pk, "users")
+    tasks, users = schedule_of(app, pk, "tasks"), schedule_of(app, pk, "users")
     assert (tasks.state, tasks.starts_at, tasks.next_run_at) == ("STARTED", T0, T0)
     assert (users.state, users.next_run_at) == ("PAUSED", None)
     with session_scope(app.sessions) as session:  # idempotent
@@ -133,34 +117,18 @@ def test_claiming_twice_at_the_same_instant_creates_one_run(app: AppContext) -> 
         "poll", "INITIAL", "queued", "tasks",
     )  # fmt: skip
     assert run.lease_expires_at == T0 + timedelta(seconds=90)
-    schedule = _schedule(app, pk)
+    schedule = schedule_of(app, pk)
     assert schedule.active_run_id == run_id
     assert schedule.next_run_at == T0 + timedelta(minutes=5)  # already on the grid
     # Due again by the clock, but its run is still active: no second run.
     assert _claim(app, T0 + timedelta(minutes=20)) == []
 
 
-def test_concurrent_claims_create_exactly_one_run_per_schedule(app: AppContext) -> None:
+def test_concurrent_claims_create_exactly_one_run_perschedule_of(app: AppContext) -> None:
     schedules = 30
     for index in range(schedules):
         _connect(app, f"conn-{index}")
-    barrier = threading.Barrier(4)
-    results: list[list[int]] = []
-    errors: list[BaseException] = []
-
-    def claim() -> None:
-        try:
-            barrier.wait(10)
-            results.append(_claim(app, T0, limit=schedules))
-        except BaseException as error:  # noqa: BLE001 (reported below)
-            errors.append(error)
-
-    threads = [threading.Thread(target=claim) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    results = run_at_once([lambda: _claim(app, T0, limit=schedules)] * 4)
     claimed = [run_id for batch in results for run_id in batch]
     assert len(claimed) == len(set(claimed)) == schedules
     assert _count_runs(app) == schedules
@@ -173,20 +141,13 @@ def test_concurrent_claims_create_exactly_one_run_per_schedule(app: AppContext) 
 
 def test_concurrent_triggers_start_one_run(app: AppContext) -> None:
     pk = _connect(app)
-    barrier = threading.Barrier(3)
-    results: list[list[int]] = []
 
-    def fire() -> None:
-        barrier.wait(10)
+    def fire() -> list[int]:
         with session_scope(app.sessions) as session:
             connection = session.get(Connection, pk)
-            results.append(trigger(session, INTEGRATIONS, connection, ["tasks"], T0))
+            return trigger(session, INTEGRATIONS, connection, ["tasks"], T0)
 
-    threads = [threading.Thread(target=fire) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    results = run_at_once([fire] * 3)
     assert sorted(len(batch) for batch in results) == [0, 0, 1]
     assert _count_runs(app) == 1
 
@@ -197,7 +158,7 @@ def test_finishing_moves_to_the_grid_skipping_missed_slots(app: AppContext) -> N
     # The run took 17.5 minutes: the slots at +5, +10 and +15 are skipped, not queued.
     finished = T0 + timedelta(minutes=17, seconds=30)
     _finish(app, run_id, finished)
-    schedule = _schedule(app, pk)
+    schedule = schedule_of(app, pk)
     assert schedule.active_run_id is None
     assert schedule.next_run_at == T0 + timedelta(minutes=20)
     assert schedule.last_sync_date == _run(app, run_id).started_at
@@ -212,7 +173,7 @@ def test_a_failed_run_keeps_the_last_sync_date(app: AppContext) -> None:
     pk = _connect(app)
     (run_id,) = _claim(app, T0)
     _finish(app, run_id, T0 + timedelta(seconds=10), state="error")
-    schedule = _schedule(app, pk)
+    schedule = schedule_of(app, pk)
     assert (schedule.active_run_id, schedule.last_sync_date) == (None, None)
     (retry,) = _claim(app, T0 + timedelta(minutes=5))
     assert _run(app, retry).sync_type == "INITIAL"
@@ -227,7 +188,7 @@ def test_finishing_without_integrations_uses_the_override_or_the_claimed_slot(
         run = session.get(SyncRun, run_id)
         run.state, run.started_at = "success", T0
         finish_poll_run(session, run, T0 + timedelta(minutes=7))
-    assert _schedule(app, pk).next_run_at == T0 + timedelta(minutes=5)  # the claimed slot
+    assert schedule_of(app, pk).next_run_at == T0 + timedelta(minutes=5)  # the claimed slot
 
     with session_scope(app.sessions) as session:
         connection = session.get(Connection, pk)
@@ -237,7 +198,7 @@ def test_finishing_without_integrations_uses_the_override_or_the_claimed_slot(
         run = session.get(SyncRun, second)
         run.state, run.started_at = "success", T0 + timedelta(minutes=7)
         finish_poll_run(session, run, T0 + timedelta(minutes=9))
-    assert _schedule(app, pk).next_run_at == T0 + timedelta(minutes=10)
+    assert schedule_of(app, pk).next_run_at == T0 + timedelta(minutes=10)
 
 
 def test_trigger_runs_now_once_and_acknowledges_while_active(app: AppContext) -> None:
@@ -251,7 +212,7 @@ def test_trigger_runs_now_once_and_acknowledges_while_active(app: AppContext) ->
         assert error.value.field == "syncs"
     run = _run(app, run_id)
     assert (run.sync_name, run.kind, run.sync_type, run.options) == ("users", "poll", "INITIAL", {})
-    assert _schedule(app, pk, "users").active_run_id == run_id
+    assert schedule_of(app, pk, "users").active_run_id == run_id
 
 
 def test_trigger_with_reset_runs_a_full_sync(app: AppContext) -> None:
@@ -263,7 +224,7 @@ def test_trigger_with_reset_runs_a_full_sync(app: AppContext) -> None:
         (reset_run,) = trigger(session, INTEGRATIONS, connection, ["tasks"], T0, reset=True)
     run = _run(app, reset_run)
     assert (run.sync_type, run.options) == ("INITIAL", {"reset": True})
-    assert _schedule(app, pk).last_sync_date is None
+    assert schedule_of(app, pk).last_sync_date is None
 
 
 def test_pause_start_and_frequency(app: AppContext) -> None:
@@ -272,15 +233,15 @@ def test_pause_start_and_frequency(app: AppContext) -> None:
         connection = session.get(Connection, pk)
         pause(session, INTEGRATIONS, connection, ["tasks"], T0)
     assert _claim(app, T0 + timedelta(hours=1)) == []
-    assert _schedule(app, pk).next_run_at is None
+    assert schedule_of(app, pk).next_run_at is None
 
     later = T0 + timedelta(hours=1, minutes=1)
     with session_scope(app.sessions) as session:
         connection = session.get(Connection, pk)
         start(session, INTEGRATIONS, connection, ["tasks", "users"], later)
     # Never ran: due at once.
-    assert _schedule(app, pk).next_run_at == later
-    assert _schedule(app, pk, "users").state == "STARTED"
+    assert schedule_of(app, pk).next_run_at == later
+    assert schedule_of(app, pk, "users").state == "STARTED"
     assert len(_claim(app, later)) == 2
 
     with session_scope(app.sessions) as session:
@@ -302,7 +263,7 @@ def test_schedules_of_removed_syncs_are_skipped(app: AppContext) -> None:
         session.add(Schedule(connection_pk=pk, sync_name="removed", state="STARTED",
                              starts_at=T0, next_run_at=T0))  # fmt: skip
     assert [_run(app, run_id).sync_name for run_id in _claim(app, T0)] == ["tasks"]
-    assert _schedule(app, pk, "removed").next_run_at == T0 + timedelta(hours=1)
+    assert schedule_of(app, pk, "removed").next_run_at == T0 + timedelta(hours=1)
 
 
 def test_tick_claims_due_schedules(app: AppContext) -> None:
@@ -355,7 +316,7 @@ def test_housekeeping_forgets_old_delivery_ids_and_releases_ended_runs(app: AppC
     with app.sessions() as session:
         kept = session.scalars(select(WebhookDelivery.delivery_id)).all()
     assert kept == ["new"]
-    assert _schedule(app, pk).active_run_id is None
+    assert schedule_of(app, pk).active_run_id is None
 
 
 def test_a_tick_over_ten_thousand_schedules_claims_exactly_the_due_ones(app: AppContext) -> None:

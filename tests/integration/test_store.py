@@ -16,12 +16,13 @@ from sqlalchemy import func, select
 
 from cache.cursor import encode_cursor
 from cache.db import session_scope
-from cache.models import Connection, ModelSeq, Record, RunKind, SyncRun, TrackingWindow
+from cache.models import ModelSeq, Record, RunKind, SyncRun, TrackingWindow
 from cache.store import BatchResult, RecordStore
 from config.context import AppContext
 from config.errors import BadInputError
 from ingress.errors import register_error_handlers
 from ingress.records import bp
+from tests.support.rows import insert_connection
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
@@ -36,15 +37,7 @@ IGNORE = {"strategy": "ignore_if_modified_after"}
 
 def add_connection(ctx: AppContext, connection_id: str = "c1", key: str = "tasktracker") -> int:
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key=key,
-            connection_id=connection_id,
-            credentials_encrypted="not-used",
-            metadata_json={},
-        )
-        session.add(connection)
-        session.flush()
-        return connection.id
+        return insert_connection(session, key, connection_id).id
 
 
 def add_run(ctx: AppContext, connection_pk: int) -> int:

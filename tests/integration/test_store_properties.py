@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from cache.db import session_scope
-from cache.models import Connection, ModelSeq, Record, TrackingSeen, TrackingWindow
+from cache.models import ModelSeq, Record, TrackingSeen, TrackingWindow
 from cache.store import RecordStore
 from config.context import AppContext
+from tests.support.rows import insert_connection
 
 MODEL = "Task"
 IDS = ["a", "b", "c", "d"]
@@ -33,12 +34,7 @@ PROPERTY_SETTINGS = settings(
 @pytest.fixture
 def conn(ctx: AppContext) -> int:
     with session_scope(ctx.sessions) as session:
-        connection = Connection(
-            provider_config_key="tasktracker", connection_id="c1", credentials_encrypted="x"
-        )
-        session.add(connection)
-        session.flush()
-        return connection.id
+        return insert_connection(session, "tasktracker", "c1").id
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from cache.store import RecordStore
 from config.context import AppContext
 from ingress.app import create_app
 from scheduler.schedules import claim_due, finish_poll_run
+from tests.support.integrations import write_integrations
+from tests.support.rows import schedule_of
 from workers.celery_app import DEFAULT_QUEUE
 
 AUTH = {"Authorization": "Bearer test-api-key"}
@@ -93,12 +95,7 @@ STATUS_FIELDS = [
 @pytest.fixture
 def make_env(make_env: Callable[..., dict[str, str]], tmp_path: Path) -> Callable[..., Any]:
     """The conftest environment, on the two-sync copy of the example integration."""
-    directory = tmp_path / "integrations"
-    for key, name in ((KEY, "tasks"), (KEY, "users"), ("crm", "contacts")):
-        scripts = directory / key / "syncs"
-        scripts.mkdir(parents=True, exist_ok=True)
-        (scripts / f"{name}.py").write_text(SCRIPT)
-    (directory / "nango.yaml").write_text(NANGO_YAML)
+    directory = write_integrations(tmp_path / "integrations", NANGO_YAML, SCRIPT)
 
     def build(**overrides: str) -> dict[str, str]:
         return make_env(**{"HOOKSYNC_INTEGRATIONS_DIR": str(directory), **overrides})
@@ -158,17 +155,6 @@ def runs(ctx: AppContext) -> list[SyncRun]:
         rows = session.scalars(select(SyncRun).order_by(SyncRun.id)).all()
         session.expunge_all()
         return list(rows)
-
-
-def schedule(ctx: AppContext, connection_pk: int, sync_name: str = "tasks") -> Schedule:
-    with ctx.sessions() as session:
-        row = session.scalars(
-            select(Schedule).where(
-                Schedule.connection_pk == connection_pk, Schedule.sync_name == sync_name
-            )
-        ).one()
-        session.expunge(row)
-        return row
 
 
 def update_schedule(ctx: AppContext, connection_pk: int, sync_name: str, **values: Any) -> None:
@@ -270,7 +256,7 @@ def test_every_endpoint_requires_the_api_key(
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthorized"
     assert runs(ctx) == []
-    row = schedule(ctx, pk)
+    row = schedule_of(ctx, pk)
     assert (row.state, row.frequency_seconds) == ("STARTED", None)
 
 
@@ -288,7 +274,7 @@ def test_trigger_creates_one_queued_poll_run_and_enqueues_it(
         pk, "tasks", "poll", "queued", "INITIAL",
     )  # fmt: skip
     assert run.options == {}
-    assert schedule(ctx, pk).active_run_id == run.id
+    assert schedule_of(ctx, pk).active_run_id == run.id
     assert enqueued_runs(ctx) == [run.id]
 
 
@@ -304,7 +290,7 @@ def test_a_second_trigger_while_active_is_acknowledged_without_a_run(
     assert response.status_code == 200 and response.json == {"success": True}
     assert [run.id for run in runs(ctx)] == [first.id]
     assert enqueued_runs(ctx) == [first.id]
-    assert schedule(ctx, pk).active_run_id == first.id
+    assert schedule_of(ctx, pk).active_run_id == first.id
     # Once it finished, the next trigger runs again.
     finish(ctx, first.id, "success")
     post(client, "/sync/trigger")
@@ -384,7 +370,7 @@ def test_reset_makes_an_initial_run_and_forgets_last_sync_date(
     (run,) = runs(ctx)
     assert (run.sync_type, run.options) == (sync_type, options)
     expected_last = None if options.get("reset") else last
-    assert schedule(ctx, pk).last_sync_date == expected_last
+    assert schedule_of(ctx, pk).last_sync_date == expected_last
 
 
 @pytest.mark.parametrize(
@@ -493,7 +479,7 @@ def test_bad_control_request_is_400_and_changes_nothing(
     fragment: str,
 ) -> None:
     acme = connect(client)
-    before = schedule(ctx, acme)
+    before = schedule_of(ctx, acme)
     response = client.post(
         path,
         json={"provider_config_key": KEY, "connection_id": "acme", "syncs": ["tasks"], **body},
@@ -502,7 +488,7 @@ def test_bad_control_request_is_400_and_changes_nothing(
     assert response.status_code == 400
     assert response.json["error"]["field"] == field
     assert fragment in response.json["error"]["message"]
-    after = schedule(ctx, acme)
+    after = schedule_of(ctx, acme)
     assert (after.state, after.next_run_at) == (before.state, before.next_run_at)
     assert runs(ctx) == []
 
@@ -554,13 +540,13 @@ def test_pause_stops_scheduling_but_not_the_run_in_flight(
     (run,) = runs(ctx)
     response = post(client, "/sync/pause")
     assert response.status_code == 200 and response.json == {"success": True}
-    paused = schedule(ctx, acme)
+    paused = schedule_of(ctx, acme)
     assert (paused.state, paused.next_run_at) == ("PAUSED", None)
-    assert schedule(ctx, globex).state == "STARTED"  # another connection is untouched
+    assert schedule_of(ctx, globex).state == "STARTED"  # another connection is untouched
     assert runs(ctx)[0].state == "queued" and paused.active_run_id == run.id
     # The run finishes; the scheduler does not start another for the paused sync.
     finish(ctx, run.id, "success")
-    assert schedule(ctx, acme).next_run_at is None
+    assert schedule_of(ctx, acme).next_run_at is None
     with session_scope(ctx.sessions) as session:
         claimed = claim_due(session, ctx.integrations, utcnow() + timedelta(days=1))
     assert [r.connection_pk for r in runs(ctx) if r.id in claimed] == [globex]
@@ -576,17 +562,17 @@ def test_pause_without_connection_id_pauses_every_connection(
     assert post(client, "/sync/pause", connection_id=None, syncs="*").status_code == 200
     for pk in (acme, globex):
         for name in ("tasks", "users"):
-            assert schedule(ctx, pk, name).state == "PAUSED"
-    assert schedule(ctx, bigco, "contacts").state == "STARTED"
+            assert schedule_of(ctx, pk, name).state == "PAUSED"
+    assert schedule_of(ctx, bigco, "contacts").state == "STARTED"
 
 
 def test_start_resumes_a_never_run_sync_at_once(client: FlaskClient, ctx: AppContext) -> None:
     acme = connect(client)
-    assert schedule(ctx, acme, "users").state == "PAUSED"  # not auto_start
+    assert schedule_of(ctx, acme, "users").state == "PAUSED"  # not auto_start
     before = utcnow()
     response = post(client, "/sync/start", syncs=["users"])
     assert response.status_code == 200 and response.json == {"success": True}
-    started = schedule(ctx, acme, "users")
+    started = schedule_of(ctx, acme, "users")
     assert started.state == "STARTED"
     assert started.next_run_at is not None and before <= started.next_run_at <= utcnow()
     assert runs(ctx) == []  # start only schedules; the tick claims it
@@ -596,10 +582,10 @@ def test_start_after_pause_resumes_on_the_grid(client: FlaskClient, ctx: AppCont
     acme = connect(client)
     update_schedule(ctx, acme, "tasks", last_sync_date=utcnow() - timedelta(minutes=5))
     post(client, "/sync/pause")
-    assert schedule(ctx, acme).next_run_at is None
+    assert schedule_of(ctx, acme).next_run_at is None
     before = utcnow()
     assert post(client, "/sync/start").json == {"success": True}
-    resumed = schedule(ctx, acme)
+    resumed = schedule_of(ctx, acme)
     assert resumed.state == "STARTED"
     assert_on_grid(resumed, 30, before)
     assert status(client, connection_id="acme", syncs="tasks").json["syncs"][0]["status"] == (
@@ -617,7 +603,7 @@ def test_status_shape_of_a_new_connection(client: FlaskClient, ctx: AppContext) 
     assert list(response.json) == ["syncs"]
     (tasks,) = response.json["syncs"]
     assert list(tasks) == STATUS_FIELDS
-    row = schedule(ctx, acme)
+    row = schedule_of(ctx, acme)
     assert row.next_run_at is not None
     assert tasks == {
         "id": row.id,
@@ -756,7 +742,7 @@ def test_frequency_override_moves_next_run_onto_the_new_grid(
     before = utcnow()
     response = set_frequency(client, "every 1h")
     assert response.status_code == 200 and response.json == {"frequency": "every 1h"}
-    row = schedule(ctx, acme)
+    row = schedule_of(ctx, acme)
     assert row.frequency_seconds == 3600
     assert_on_grid(row, 3600, before)
     assert row.next_run_at - before > timedelta(seconds=30)  # type: ignore[operator]
@@ -767,7 +753,7 @@ def test_frequency_override_moves_next_run_onto_the_new_grid(
     before = utcnow()
     restored = set_frequency(client, None)
     assert restored.status_code == 200 and restored.json == {"frequency": "every 30 seconds"}
-    row = schedule(ctx, acme)
+    row = schedule_of(ctx, acme)
     assert row.frequency_seconds is None
     assert_on_grid(row, 30, before)
     (tasks,) = status(client, connection_id="acme", syncs="tasks").json["syncs"]
@@ -777,13 +763,13 @@ def test_frequency_override_moves_next_run_onto_the_new_grid(
 def test_frequency_of_a_paused_sync_sets_no_due_time(client: FlaskClient, ctx: AppContext) -> None:
     acme = connect(client)
     assert set_frequency(client, "every 2 days", sync_name="users").status_code == 200
-    row = schedule(ctx, acme, "users")
+    row = schedule_of(ctx, acme, "users")
     assert (row.state, row.frequency_seconds, row.next_run_at) == ("PAUSED", 172800, None)
     # Starting it later keeps the override.
     post(client, "/sync/start", syncs=["users"])
     (users,) = status(client, connection_id="acme", syncs="users").json["syncs"]
     assert users["frequency"] == "every 2d"
-    assert schedule(ctx, acme, "users").frequency_seconds == 172800
+    assert schedule_of(ctx, acme, "users").frequency_seconds == 172800
 
 
 @pytest.mark.parametrize(
@@ -799,11 +785,11 @@ def test_invalid_frequency_is_400_naming_the_value(
     client: FlaskClient, ctx: AppContext, frequency: Any, fragment: str
 ) -> None:
     acme = connect(client)
-    before = schedule(ctx, acme)
+    before = schedule_of(ctx, acme)
     response = set_frequency(client, frequency)
     assert response.status_code == 400
     assert fragment in response.json["error"]["message"]
-    after = schedule(ctx, acme)
+    after = schedule_of(ctx, acme)
     assert (after.frequency_seconds, after.next_run_at) == (None, before.next_run_at)
 
 

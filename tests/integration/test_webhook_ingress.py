@@ -22,17 +22,14 @@ from config.errors import ConfigError
 from config.settings import load_settings
 from ingress.app import create_app
 from ingress.signatures import sign_generic
+from tests.support.integrations import write_integrations
+from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers.celery_app import DEFAULT_QUEUE
 
 API_KEY = "test-api-key"
 SECRET = "s3cret"
 LIMIT = 2048
-
-SCRIPT = (
-    "def fetch_data(nango):\n    pass\n\n\n"
-    "def on_webhook_payload_received(nango, payload):\n    pass\n"
-)
 
 NANGO_YAML = """
 integrations:
@@ -78,18 +75,9 @@ providers:
 """
 
 
-def write_integrations(folder: Path, yaml_text: str = NANGO_YAML) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "nango.yaml").write_text(yaml_text)
-    for script in ("tracker/syncs/tasks.py", "open/syncs/items.py", "nosecret/syncs/things.py"):
-        (folder / script).parent.mkdir(parents=True, exist_ok=True)
-        (folder / script).write_text(SCRIPT)
-    return folder
-
-
 @pytest.fixture
 def integrations_dir(tmp_path: Path) -> Path:
-    return write_integrations(tmp_path / "integrations")
+    return write_integrations(tmp_path / "integrations", NANGO_YAML)
 
 
 @pytest.fixture
@@ -390,19 +378,18 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 def test_events_are_listed_and_replayed(api_ctx: AppContext) -> None:
     from cache.credentials import encrypt_credentials
     from cache.db import session_scope
-    from cache.models import Connection, SyncRun
+    from cache.models import SyncRun
     from workers.router import route_event
 
     with session_scope(api_ctx.sessions) as session:
-        session.add(
-            Connection(
-                provider_config_key="tracker",
-                connection_id="c1",
-                credentials_encrypted=encrypt_credentials(
-                    api_ctx.settings.encryption_key, {"type": "NONE"}
-                ),
-                metadata_json={"workspace_id": "w1"},
-            )
+        insert_connection(
+            session,
+            "tracker",
+            "c1",
+            credentials_encrypted=encrypt_credentials(
+                api_ctx.settings.encryption_key, {"type": "NONE"}
+            ),
+            metadata={"workspace_id": "w1"},
         )
     client = create_app(api_ctx).test_client()
     headers = signed(BODY, **{"X-Event": "task.created", "X-Delivery": "d-1"})

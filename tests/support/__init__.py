@@ -1,1 +1,2 @@
-"""Real servers for the tests: the embedded Redis binary and a throwaway Postgres."""
+"""Test support: real servers (the embedded Redis, a throwaway Postgres) and the small
+builders several test files share (an integrations folder, database rows)."""
