@@ -1,6 +1,6 @@
 """Merge and records-API throughput against floors measured in the same run (DESIGN §11).
 
-    python -m bench.merge [--records N] [--postgres-url URL] [--no-postgres]
+    python -m bench.merge [--records N] [--postgres-url URL] [--no-postgres] [--no-peer]
 
 For SQLite (a temp file) and Postgres (the URL given, or a throw-away server started with
 ``initdb``), in batches of 1,000:
@@ -14,6 +14,10 @@ For SQLite (a temp file) and Postgres (the URL given, or a throw-away server sta
   timestamps attached as they come, and the page JSON-encoded — the least a records
   response takes (no metadata formatting, no cursors).
 
+On Postgres a peer runs too (``bench.peer_dlt``): the ``dlt`` library's merge load of the same
+records into the same database, new then changed, printed against the same raw-insert floor
+and beside ours as ``hooksync / dlt``. Without dlt installed it prints why it was skipped.
+
 Ratios are what to read; absolute numbers drift on shared machines.
 """
 
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -50,6 +53,7 @@ from sqlalchemy import (
     text,
 )
 
+from bench import peer_dlt
 from cache.db import make_engine, make_sessionmaker, migrate, session_scope
 from cache.merge import canonical_json, hash_payload
 from cache.models import Connection, UTCDateTime
@@ -62,6 +66,9 @@ MODEL = "Task"
 #: The issue's targets: ratio to the floor each figure should reach.
 TARGETS = {"new": 0.5, "changed": 0.5, "unchanged": 1.0, "list_records": 0.5}
 
+#: What ours should reach against the dlt peer: the 0.5x-floor target over dlt's ~0.26x.
+PEER_TARGET = 2.0
+
 
 @dataclass
 class Row:
@@ -69,6 +76,8 @@ class Row:
     case: str
     rate: float
     floor: float
+    #: None for a row with no target of its own (the peer's).
+    target: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -193,7 +202,8 @@ def bench_backend(name: str, url: str, count: int) -> list[Row]:
                         )
                         cursor = got.max_seq if got.max_seq is not None else cursor
                     ours += time.perf_counter() - started
-                results.append(Row(name, f"save {case:<9} {strategy}", count / ours, count / floor))
+                label = f"save {case:<9} {strategy}"
+                results.append(Row(name, label, count / ours, count / floor, TARGETS[case]))
                 _print_row(results[-1])
         results.append(bench_list(name, engine, store, connection_pk, count))
         _print_row(results[-1])
@@ -238,26 +248,75 @@ def bench_list(name: str, engine: Engine, store: RecordStore, connection_pk: int
         cursor = page.next_cursor
         after += PAGE
     assert total == count, total
-    return Row(name, "list_records (pages of 1000)", count / ours, count / floor)
+    label = f"list_records (pages of {PAGE})"
+    return Row(name, label, count / ours, count / floor, TARGETS["list_records"])
 
 
+_CASE_WIDTH = 40
 _HEADER = (
-    f"{'backend':<9} {'case':<38} {'records/s':>10} {'floor/s':>10} {'ratio':>6} {'target':>7}"
+    f"{'backend':<9} {'case':<{_CASE_WIDTH}} {'records/s':>10} {'floor/s':>10} {'ratio':>6}  target"
 )
 
 
+def _verdict(ratio: float, target: float) -> str:
+    """Judge the ratio as printed (two decimals), so a row never reads "2.00x ... LOW"."""
+    return "ok" if round(ratio, 2) >= target else "LOW"
+
+
 def _print_row(row: Row) -> None:
-    target = TARGETS[row.case.split()[1] if row.case.startswith("save") else "list_records"]
-    mark = "ok" if row.ratio >= target else "LOW"
+    if row.target is None:
+        verdict = "(peer)"
+    else:
+        mark = _verdict(row.ratio, row.target)
+        verdict = f"{'>=' + format(row.target, 'g'):<5} {mark}"
     print(
-        f"{row.backend:<9} {row.case:<38} {row.rate:>10,.0f} {row.floor:>10,.0f} "
-        f"{row.ratio:>6.2f} {'>=' + format(target, 'g'):>5} {mark}",
+        f"{row.backend:<9} {row.case:<{_CASE_WIDTH}} {row.rate:>10,.0f} {row.floor:>10,.0f} "
+        f"{row.ratio:>6.2f}  {verdict}",
         flush=True,
     )
 
 
+def bench_peer(url: str, count: int, ours: list[Row]) -> None:
+    """Run the dlt peer on Postgres and print it against the same floor and beside ours.
+
+    The floor is the median of the raw-insert floors just measured on this database: dlt
+    loads all records in one run, so it cannot be interleaved batch by batch as ours is.
+    """
+    passes = {"new": make_records(count, 0), "changed": make_records(count, 1)}
+    try:
+        peer = peer_dlt.run(url, passes, BATCH)
+    except peer_dlt.PeerSkipped as reason:
+        print(f"dlt peer: skipped ({reason})", flush=True)
+        return
+    floors = sorted(row.floor for row in ours if row.case.startswith("save"))
+    floor = floors[len(floors) // 2]
+    print(
+        f"peer: dlt {peer.version} on postgres, write_disposition=merge, primary_key=id, "
+        "one pipeline.run per pass; floor/s = median raw-insert floor above",
+        flush=True,
+    )
+    for case, rate in peer.rates.items():
+        _print_row(Row("postgres", f"dlt merge {case:<9} (one load)", rate, floor))
+    print(f"{'hooksync / dlt':<{_CASE_WIDTH + 10}} {'':>21} {'':>6}  target", flush=True)
+    for row in ours:
+        if not row.case.startswith("save"):
+            continue
+        _, case, strategy = row.case.split()
+        if case in peer.rates:
+            ratio = row.rate / peer.rates[case]
+            mark = _verdict(ratio, PEER_TARGET)
+            print(
+                f"{'postgres':<9} {f'save {case:<9} {strategy}':<{_CASE_WIDTH}} "
+                f"{'':>21} {ratio:>5.2f}x  >={PEER_TARGET:g}   {mark}",
+                flush=True,
+            )
+
+
 @contextmanager
 def postgres(url: str | None, enabled: bool) -> Iterator[str | None]:
+    """The URL given, or a throw-away server (``initdb`` in a temp folder) that is stopped
+    and removed on the way out; ``None`` when disabled or when it cannot start (the reason is
+    printed)."""
     if url or not enabled:
         yield url
         return
@@ -265,15 +324,17 @@ def postgres(url: str | None, enabled: bool) -> Iterator[str | None]:
 
     folder = Path(tempfile.mkdtemp(prefix="hooksync-bench-pg-"))
     try:
-        server = PostgresServer(folder)
-    except (RuntimeError, OSError, KeyError) as error:
-        print(f"(Postgres skipped: {error})", file=sys.stderr)
-        yield None
-        return
-    try:
-        yield server.create_database("bench")
+        try:
+            server = PostgresServer(folder)
+        except (RuntimeError, OSError, KeyError) as error:
+            print(f"postgres: skipped (could not start a server: {error})", flush=True)
+            yield None
+            return
+        try:
+            yield server.create_database("bench")
+        finally:
+            server.stop()
     finally:
-        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -284,19 +345,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000, help="records per case")
     parser.add_argument("--postgres-url", help="an existing Postgres (default: start one)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--no-peer", action="store_true", help="skip the dlt peer")
     args = parser.parse_args(argv)
     if args.records < BATCH or args.records % BATCH:
         parser.error(f"--records must be a positive multiple of {BATCH}")
     print(
-        f"{args.records:,} records, batches of {BATCH}; floor = raw executemany INSERT "
-        "of pre-serialised rows (save), raw SELECT + payload decode + JSON encode (list)"
+        f"{args.records:,} records per case, batches of {BATCH:,}; floor = raw executemany "
+        "INSERT of pre-serialised rows (save), raw SELECT + payload decode + JSON encode (list)"
     )
     print(_HEADER)
     with tempfile.TemporaryDirectory(prefix="hooksync-bench-") as folder:
         bench_backend("sqlite", f"sqlite:///{folder}/bench.db", args.records)
     with postgres(args.postgres_url, not args.no_postgres) as url:
-        if url:
-            bench_backend("postgres", url, args.records)
+        if url is None:
+            # A bench that silently drops its Postgres rows reads as if they were fine.
+            return 0 if args.no_postgres else 1
+        ours = bench_backend("postgres", url, args.records)
+        if args.no_peer:
+            print("dlt peer: skipped (--no-peer)")
+        else:
+            bench_peer(url, args.records, ours)
     return 0
 
 

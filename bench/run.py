@@ -2,6 +2,8 @@
 
 Absolute numbers drift on shared machines, so each benchmark measures its own floor (a raw
 insert, a raw select) in the same run and prints the ratio against it.
+
+    python -m bench.run [NAME ...] [options passed on to each benchmark]
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ BENCHMARKS = {"merge": merge.main}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=list(BENCHMARKS))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.split("\n\n")[0]
+    )
+    # No `choices=` here: argparse checks a nargs="*" default list against the choices as a
+    # whole and rejects it, so the names are checked by hand below.
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(BENCHMARKS)}")
     args, rest = parser.parse_known_args(argv)
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")
     for name in args.names or BENCHMARKS:
         print(f"== {name} ==", flush=True)
         status = BENCHMARKS[name](rest)
