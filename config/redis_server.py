@@ -3,8 +3,9 @@
 When ``HOOKSYNC_REDIS_URL`` is unset every process (web, worker, beat, the CLI) calls
 ``ensure_embedded_redis``: the first one starts the server daemonized on a Unix socket under
 ``var/`` (loopback only by construction: it listens on no TCP port), the others find it
-running. A file lock makes the check-and-start atomic across processes. AOF is on, so
-accepted webhooks survive a restart of the server.
+running. A file lock makes the check-and-start atomic across processes. AOF is on with an
+fsync per write: the receiver answers 202 only once Redis has the webhook, and "has" must
+survive a crash of the machine, not only a restart of the server.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _start(folder: Path, socket_path: Path, pid_path: Path) -> None:
             "--pidfile", str(pid_path),
             "--logfile", str(folder / "redis.log"),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",
             "--save", "",
         ],
         check=True,
