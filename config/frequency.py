@@ -16,6 +16,7 @@ from typing import NoReturn
 from config.errors import BadInputError
 
 __all__ = [
+    "MAX_INTERVAL_SECONDS",
     "MIN_INTERVAL_SECONDS",
     "UNIT_SECONDS",
     "WORD_SECONDS",
@@ -30,6 +31,11 @@ MIN_INTERVAL_SECONDS = 30
 _MINUTE = 60
 _HOUR = 60 * _MINUTE
 _DAY = 24 * _HOUR
+
+#: The longest interval: a grid point years away overflows datetime arithmetic (the beat
+#: tick would fail for every schedule) and, past ~68 years, the per-connection override
+#: column. Polling less than once a year is better triggered by hand.
+MAX_INTERVAL_SECONDS = 365 * _DAY
 
 #: Unit spellings accepted after a number ("30m", "every 2 days"), as in the ``ms`` package
 #: Nango parses ``runs`` with. Weeks are accepted because ``ms`` accepts them too.
@@ -67,11 +73,12 @@ def parse_frequency(text: str) -> int:
         text: The value as written in nango.yaml.
 
     Returns:
-        The interval in whole seconds, at least ``MIN_INTERVAL_SECONDS``.
+        The interval in whole seconds, from ``MIN_INTERVAL_SECONDS`` to
+        ``MAX_INTERVAL_SECONDS``.
 
     Raises:
         BadInputError: With code ``invalid_frequency`` when the value cannot be parsed, is
-            not a whole number of seconds, or is below the minimum.
+            not a whole number of seconds, or is below the minimum or above the maximum.
     """
     if not isinstance(text, str):
         _fail(text, f"expected a string, {_EXAMPLES}")
@@ -91,6 +98,12 @@ def parse_frequency(text: str) -> int:
             text,
             f"{seconds} s is below the minimum of {MIN_INTERVAL_SECONDS} s; "
             f"use 'every {MIN_INTERVAL_SECONDS}s' or longer",
+        )
+    if seconds > MAX_INTERVAL_SECONDS:
+        _fail(
+            text,
+            f"{seconds} s is above the maximum of {MAX_INTERVAL_SECONDS} s (365 days); "
+            "use 'every 365d' or less",
         )
     return seconds
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 import time
@@ -178,7 +179,7 @@ def _parse_urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     for url in urls:
         parsed = urlparse(url)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
-            raise ConfigError(f"{name} must list http:// or https:// URLs, got {url!r}")
+            raise ConfigError(f"{name} must list http:// or https:// URLs, got {_redact(url)!r}")
     return urls
 
 
@@ -206,6 +207,9 @@ def _parse_float(env: Mapping[str, str], name: str, default: float, *, minimum: 
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        # float() takes "nan" and "inf": a beat ticking never (or at NaN) is no schedule.
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
     return value
@@ -223,8 +227,13 @@ def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _redact(url: str) -> str:
-    """Hide the password of a URL so it never reaches a log or an error."""
+    """Hide the password and the query of a URL so they never reach a log or an error.
+
+    App endpoints often carry their token in the query (``?token=...``).
+    """
     parsed = urlparse(url)
     if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
+        url = url.replace(f":{parsed.password}@", ":***@")
+    if parsed.query:
+        url = url.split("?", 1)[0] + "?***"
     return url

@@ -117,13 +117,19 @@ def _parse_modified_after(value: str | None) -> datetime | None:
     """ISO-8601; a value without a zone is taken as UTC."""
     if value is None or value == "":
         return None
+    expected = "an ISO-8601 timestamp, e.g. 2026-11-26T12:00:00Z"
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise _invalid(
-            "modified_after", value, "an ISO-8601 timestamp, e.g. 2026-11-26T12:00:00Z"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        raise _invalid("modified_after", value, expected) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        # Converted here: year 1 or 9999 with an offset has no UTC value, and the
+        # query's conversion would fail with a 500 instead of this 400.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise _invalid("modified_after", value, expected + " within years 1-9999 in UTC") from None
 
 
 def _parse_filter(value: str | None) -> set[str] | None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -427,13 +428,19 @@ def _check_timestamp(value: str, header: str, now: float, tolerance: int) -> Non
         stamp = int(value)
     except ValueError:
         raise SignatureError(
-            f"timestamp in {header!r} is not an integer: {value!r}", field=header
+            f"timestamp in {header!r} is not an integer: {value[:40]!r}", field=header
         ) from None
-    seconds = stamp / 1000 if stamp > _MILLISECONDS_THRESHOLD else stamp
+    try:
+        seconds = stamp / 1000 if stamp > _MILLISECONDS_THRESHOLD else float(stamp)
+    except OverflowError:
+        # Hundreds of digits: too large for a float, and far outside any tolerance.
+        seconds = math.inf if stamp > 0 else -math.inf
+    skew = now - seconds
     # Both directions: an old timestamp is a replay, a future one a forged or skewed clock.
-    if abs(now - seconds) > tolerance:
+    if not abs(skew) <= tolerance:
+        away = f"{int(skew)} s" if math.isfinite(skew) else "far"
         raise SignatureError(
-            f"timestamp in {header!r} is {int(now - seconds)} s away from now, outside the "
+            f"timestamp in {header!r} is {away} away from now, outside the "
             f"{tolerance} s tolerance (replayed request or clock skew)",
             field=header,
         )

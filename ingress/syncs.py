@@ -165,7 +165,12 @@ def _targets(
 ) -> list[tuple[Connection, list[str]]]:
     """The connections a control request names (one, or all of the integration)."""
     key = provider_config_key(ctx, body.get("provider_config_key"))
-    names = _sync_names(ctx, key, body.get("syncs"), field="syncs")
+    raw = body.get("syncs")
+    # Nango: an empty list names every sync of the integration (the official Node client
+    # sends ``"syncs": []`` for ``triggerSync(key)``).
+    names = list(ctx.integrations.integrations[key].syncs) if raw == [] else None
+    if names is None:
+        names = _sync_names(ctx, key, raw, field="syncs")
     connection_id = _optional_connection_id(body)
     if connection_id is not None:
         connection = find_connection(session, key, connection_id)

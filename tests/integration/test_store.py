@@ -3,6 +3,7 @@ list_records and the GET /records endpoint."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -413,6 +414,43 @@ def test_list_records_nango_shape(store, conn) -> None:
     store.save(conn, MODEL, [{"id": "c"}], now=T3)
     added = store.list_records(conn, MODEL, filter={"added"}).records
     assert added[0]["_nango_metadata"]["last_action"] == "ADDED"
+
+
+def test_the_body_is_the_records_as_compact_json(store, conn) -> None:
+    """The body is spliced from the stored canonical JSON where it can be: it must read
+    exactly as encoding the records would, whatever the id and payload look like."""
+    store.save(
+        conn,
+        MODEL,
+        [
+            {"id": 7, "n": {"id": 7}},
+            {"id": "8", "t": "digits, but a string"},
+            {"id": "-9"},
+            {"id": "task-1", "assignee": {"id": "task-1"}, "f": [1.5, -0.0, 10**30, None]},
+            {"id": 'é "q" \\ \n', "s": "ünï ☃ \u2028 \x01"},
+            {"id": "own-meta", "_nango_metadata": {"x": 1}, "z": True},
+        ],
+        now=T0,
+    )
+    store.delete(conn, MODEL, [{"id": "-9"}], now=T1)
+    store.update(conn, MODEL, [{"id": 8, "u": 1}], now=T2)
+    page = store.list_records(conn, MODEL, limit=3)
+    rest = store.list_records(conn, MODEL, cursor=page.next_cursor)
+    for one in (page, rest):
+        assert one.to_json() == json.dumps(
+            {"records": one.records, "next_cursor": one.next_cursor},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    records = {record["id"]: record for record in page.records + rest.records}
+    assert list(records) == ["7", "task-1", 'é "q" \\ \n', "own-meta", "-9", "8"]
+    assert records["7"]["n"] == {"id": 7}
+    assert records["task-1"]["assignee"] == {"id": "task-1"}
+    assert records["own-meta"]["_nango_metadata"]["last_action"] == "ADDED"
+    assert list(records["own-meta"]) == ["_nango_metadata", "id", "z"]
+    assert records["-9"]["_nango_metadata"]["deleted_at"] == T1.isoformat()
+    assert records["8"]["u"] == 1
+    assert records["8"]["_nango_metadata"]["last_action"] == "UPDATED"
 
 
 def test_every_timestamp_has_one_format(store, conn) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from config.errors import BadInputError
 from config.frequency import (
+    MAX_INTERVAL_SECONDS,
     MIN_INTERVAL_SECONDS,
     UNIT_SECONDS,
     WORD_SECONDS,
@@ -87,6 +88,17 @@ def test_minimum_is_thirty_seconds() -> None:
         parse_frequency(f"{MIN_INTERVAL_SECONDS - 1}s")
 
 
+@pytest.mark.parametrize("text", ["every 366d", "every 3000000d", "every 99999999999999999999w"])
+def test_maximum_is_365_days(text: str) -> None:
+    # Larger intervals overflowed the grid arithmetic (and so the beat tick) or the
+    # per-connection frequency column; they must be a clear error instead.
+    assert parse_frequency("every 365d") == MAX_INTERVAL_SECONDS
+    with pytest.raises(BadInputError, match="above the maximum") as caught:
+        parse_frequency(text)
+    assert caught.value.code == "invalid_frequency"
+    assert repr(text) in str(caught.value)
+
+
 def _formatted(number: int, unit: str, every: bool, space: bool, upper: bool) -> str:
     text = f"{'every ' if every else ''}{number}{' ' if space else ''}{unit}"
     return text.upper() if upper else text
@@ -104,11 +116,14 @@ def test_number_and_unit_round_trip(
 ) -> None:
     text = _formatted(number, unit, every, space, upper)
     expected = number * UNIT_SECONDS[unit]
-    if expected >= MIN_INTERVAL_SECONDS:
-        assert parse_frequency(text) == expected
-    else:
+    if expected < MIN_INTERVAL_SECONDS:
         with pytest.raises(BadInputError, match="below the minimum"):
             parse_frequency(text)
+    elif expected > MAX_INTERVAL_SECONDS:
+        with pytest.raises(BadInputError, match="above the maximum"):
+            parse_frequency(text)
+    else:
+        assert parse_frequency(text) == expected
 
 
 @given(word=st.sampled_from(sorted(WORD_SECONDS)), every=st.booleans(), upper=st.booleans())

@@ -59,6 +59,8 @@ def test_postgres_urls_get_the_installed_driver() -> None:
         ("HOOKSYNC_REDIS_URL", "memcached://x", "HOOKSYNC_REDIS_URL='memcached://x' must start"),
         ("HOOKSYNC_DATABASE_URL", "mysql://x/y", "HOOKSYNC_DATABASE_URL='mysql://x/y'"),
         ("HOOKSYNC_TICK_SECONDS", "0", "HOOKSYNC_TICK_SECONDS must be at least 0.1, got '0'"),
+        ("HOOKSYNC_TICK_SECONDS", "nan", "HOOKSYNC_TICK_SECONDS must be a finite number"),
+        ("HOOKSYNC_TICK_SECONDS", "inf", "HOOKSYNC_TICK_SECONDS must be a finite number"),
         ("HOOKSYNC_ENCRYPTION_KEY", "short", "HOOKSYNC_ENCRYPTION_KEY must be 32 bytes"),
         ("HOOKSYNC_WEBHOOK_SIGNING_KEY", " , ", "HOOKSYNC_WEBHOOK_SIGNING_KEY=' , ' lists no key"),
     ],
@@ -77,3 +79,18 @@ def test_a_database_password_is_not_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**SECRETS, "HOOKSYNC_DATABASE_URL": "mysql://user:hunter2@db/x"})
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HOOKSYNC_APP_WEBHOOK_URLS", "htps://app.example/hook?token=hunter2"),
+        ("HOOKSYNC_APP_WEBHOOK_URLS", "ftp://user:hunter2@app.example/hook"),
+        ("HOOKSYNC_REDIS_URL", "memcached://cache?password=hunter2"),
+    ],
+)
+def test_a_token_in_a_bad_url_is_not_echoed(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**SECRETS, name: value})
+    assert "hunter2" not in str(caught.value)
+    assert name in str(caught.value)

@@ -462,3 +462,28 @@ def test_standard_webhooks_plain_secret_is_used_as_utf8_bytes() -> None:
 def test_standard_webhooks_without_v1_entry_is_rejected() -> None:
     headers = {"webhook-id": "m", "webhook-timestamp": str(int(NOW)), "webhook-signature": "v2,x"}
     assert_rejected("no 'v1,<base64>'", "standard-webhooks", body=b"{}", headers=headers)
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "-" + "9" * 400])
+def test_a_timestamp_too_large_for_a_float_is_rejected_not_crashed(stamp: str) -> None:
+    # int() accepts it, but dividing or subtracting it as a float overflowed: a 500.
+    error = assert_rejected(
+        "outside the 300 s tolerance",
+        "hmac-sha256",
+        body=b"{}",
+        headers={"X-Sig": sign_generic(SECRET, b"{}", timestamp=stamp), "X-Ts": stamp},
+        header="X-Sig",
+        timestamp_header="X-Ts",
+    )
+    assert error.field == "X-Ts"
+
+
+def test_a_non_integer_timestamp_is_named_but_not_echoed_whole() -> None:
+    stamp = "x" * 5000
+    error = assert_rejected(
+        "is not an integer",
+        "slack",
+        body=b"{}",
+        headers={"X-Slack-Signature": "v0=" + "ab" * 32, "X-Slack-Request-Timestamp": stamp},
+    )
+    assert len(str(error)) < 200
