@@ -488,6 +488,19 @@ def _script_location(error: BaseException, script: Path | None) -> str:
 # -- finish -----------------------------------------------------------------------------------
 
 
+#: Attempts a run gets when it keeps failing transiently, before it ends as ERROR.
+MAX_TRANSIENT_ATTEMPTS = 5
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds before a transiently failed run is tried again: 5, 10, 20, 40, … (≤ 300)."""
+    return int(min(300, 5 * 2 ** (attempt - 1)))
+
+
+def _should_retry(outcome: _Outcome, attempt: int) -> bool:
+    return outcome.error_type == "temporary_error" and attempt < MAX_TRANSIENT_ATTEMPTS
+
+
 def _finish(
     ctx: AppContext, claim: _Claim, outcome: _Outcome, integrations: Integrations | None
 ) -> list[int]:
@@ -504,6 +517,22 @@ def _finish(
                 "run %s: attempt %s finished after losing its lease; its outcome is dropped",
                 claim.run_id,
                 claim.attempt,
+            )
+            return []
+        if _should_retry(outcome, claim.attempt):
+            # A transient failure (lock timeout, Redis or the external API unavailable) must
+            # not lose a webhook's change: the run goes back to the queue and the sweeper
+            # re-enqueues it when this backoff lease runs out. Its batches so far were
+            # committed whole, so the re-run converges.
+            run.state = RunState.QUEUED.value
+            run.lease_expires_at = now + timedelta(seconds=retry_delay(claim.attempt))
+            run.error_type = outcome.error_type
+            run.error = outcome.error
+            logger.warning(
+                "run %s: attempt %s failed transiently (%s); retrying from the queue",
+                claim.run_id,
+                claim.attempt,
+                outcome.error,
             )
             return []
         run.state = (RunState.SUCCESS if outcome.success else RunState.ERROR).value

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cache.db import session_scope
@@ -104,6 +104,25 @@ def route_event(
             f"could not record webhook event {event_id}: database unavailable "
             f"({type(error.orig).__name__ if error.orig is not None else type(error).__name__})"
         ) from error
+    except SQLAlchemyError as error:
+        # The database refused something routing derived from the body (say a NUL byte in
+        # an event type, which Postgres text cannot hold). Keep the raw event, rejected and
+        # replayable, rather than lose the only copy with the message.
+        return _keep_rejected(ctx, _new_event_row(event_id, event), error)
+
+
+def _keep_rejected(ctx: AppContext, row: WebhookEvent, error: Exception) -> RouteResult:
+    reason = f"could not route: {type(error).__name__}"
+    row.delivery_id = row.id
+    row.state = WebhookState.REJECTED.value
+    row.error = reason
+    try:
+        with session_scope(ctx.sessions) as session:
+            if session.get(WebhookEvent, row.id) is None:
+                session.add(row)
+    except SQLAlchemyError as again:
+        raise RetriableError(f"could not record webhook event {row.id}: {reason}") from again
+    return RouteResult((), (), WebhookState.REJECTED.value)
 
 
 def replay_event(ctx: AppContext, event_id: str, *, now: datetime | None = None) -> RouteResult:

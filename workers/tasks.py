@@ -9,17 +9,22 @@ message is acknowledged; the row, not the broker, remembers what is left to do.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from config.errors import RetriableError
 
 __all__ = ["register_tasks"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a worker waits before handing an unroutable-for-now webhook back to the queue.
+ROUTE_RETRY_PAUSE = 2.0
 
 
 @contextmanager
@@ -49,9 +54,10 @@ def register_tasks(celery: Celery) -> None:
         return celery.task(name=name, **options)  # type: ignore[no-any-return]
 
     # Until route_event commits, the webhook exists only in this message: it is the one
-    # task that must not let the message go on a transient failure. It re-publishes itself
-    # (routing is idempotent on the event id), and if even that fails the message stays
-    # unacknowledged, so Redis hands it out again.
+    # task that must not let the message go on a transient failure. It hands the message
+    # back to the queue (routing is idempotent on the event id) after a pause, so a
+    # database outage is waited out without spinning; if Redis cannot take it back either,
+    # the message stays unacknowledged and Redis restores it.
     @celery.task(
         name="hooksync.route_webhook",
         bind=True,
@@ -59,7 +65,6 @@ def register_tasks(celery: Celery) -> None:
         acks_late=True,
         acks_on_failure_or_timeout=False,
         shared=False,
-        max_retries=None,
     )
     def route_webhook(self: Task, event: dict[str, Any]) -> None:
         from workers.router import route_event
@@ -71,9 +76,11 @@ def register_tasks(celery: Celery) -> None:
             enqueue_runs(ctx, result.run_ids)
             enqueue_notifications(ctx, result.notification_ids)
         except RetriableError as error:
-            delay = min(60, 2 ** min(self.request.retries, 6))
-            logger.warning("route_webhook %s: %s; retrying in %ss", event_id, error, delay)
-            raise self.retry(countdown=delay) from error
+            logger.warning(
+                "route_webhook %s: %s; requeued in %ss", event_id, error, ROUTE_RETRY_PAUSE
+            )
+            time.sleep(ROUTE_RETRY_PAUSE)
+            raise Reject(str(error), requeue=True) from error
 
     @task("hooksync.run_sync")
     def run_sync(self: Task, run_id: int) -> None:

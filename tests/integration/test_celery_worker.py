@@ -283,3 +283,42 @@ def _start_redis(port: int, folder: Path) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_a_webhook_waits_out_a_database_outage_instead_of_being_dropped(
+    wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
+) -> None:
+    """Until routed, the webhook lives only in its Redis message: an outage must not lose it."""
+    from sqlalchemy import text
+
+    from cache.models import WebhookEvent
+    from ingress.webhooks import build_event
+
+    worker = start(WORKER, worker_env)
+    # The "outage": the table routing writes to is gone until we put it back.
+    with wctx.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE webhook_events RENAME TO webhook_events_away"))
+    event = build_event(
+        "tasktracker",
+        method="POST",
+        url="http://h/webhook/tasktracker",
+        headers=[("X-Tracker-Event", "task.updated"), ("X-Tracker-Delivery", "d-outage")],
+        raw=b'{"event": "task.updated", "task_id": "T-1", "workspace_id": "w1"}',
+    )
+    enqueue_webhook(wctx, event)
+    deadline = time.monotonic() + 30
+    while "requeued" not in worker.output():
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+
+    with wctx.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE webhook_events_away RENAME TO webhook_events"))
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope(wctx.sessions) as session:
+            row = session.get(WebhookEvent, event["id"])
+            if row is not None:
+                break
+        assert time.monotonic() < deadline, f"event never recorded:\n{worker.output()}"
+        time.sleep(0.2)
+    assert row.state == "unrouted"  # no connection yet, but recorded and replayable

@@ -39,7 +39,13 @@ from scheduler.schedules import create_schedules, trigger
 from tests.conftest import REPO
 from tests.support.api import Api
 from tests.support.rows import insert_connection
-from workers.execution import LeaseHeartbeat, LeaseLost, execute_run
+from workers.execution import (
+    MAX_TRANSIENT_ATTEMPTS,
+    LeaseHeartbeat,
+    LeaseLost,
+    execute_run,
+    retry_delay,
+)
 
 SECRET = "sk-test-7f3a9c1e"
 APP_URL = "http://127.0.0.1:9/hooks"
@@ -87,6 +93,13 @@ def fetch_data(nango):
         nango.batch_save([{"id": "1", "name": "a"}], "Item")
         key = nango.get_connection()["credentials"]["api_key"]
         raise ValueError("exploded while using " + key)
+    elif mode == "transient":
+        from config.errors import RetriableError
+        tries = meta.get("tries", 0)
+        nango.update_metadata({"tries": tries + 1})
+        if tries < meta.get("fail_times", 1):
+            raise RetriableError("connection lock busy")
+        nango.batch_save([{"id": "1", "name": "a"}], "Item")
     elif mode == "api_404":
         nango.get(endpoint="/missing", params={"x": 1})
     elif mode == "takeover":
@@ -435,6 +448,47 @@ def test_script_error_fails_the_run_without_secrets(wctx: AppContext) -> None:
     assert '"success":false' in body and SECRET not in body and "script_error" in body
     schedule = load_schedule(wctx, pk, "items")
     assert schedule.active_run_id is None and schedule.last_sync_date is None
+
+
+def test_a_transient_failure_requeues_the_run_and_the_sweeper_retries_it(
+    wctx: AppContext,
+) -> None:
+    from scheduler.tick import tick
+
+    pk = add_connection(wctx, "toy", "c1", {"mode": "transient", "fail_times": 1})
+    run_id = trigger_run(wctx, pk, "items")
+    assert execute_run(wctx, run_id) == []  # no failure notification for a retriable error
+    run = load_run(wctx, run_id)
+    assert (run.state, run.error_type) == ("queued", "temporary_error")
+    assert run.lease_expires_at is not None
+    retry_at = run.lease_expires_at
+    assert tick(wctx, retry_at - timedelta(seconds=1)).run_ids == ()  # backing off
+    assert run_id in tick(wctx, retry_at + timedelta(seconds=1)).run_ids
+
+    ids = execute_run(wctx, run_id)
+    run = load_run(wctx, run_id)
+    assert (run.state, run.attempts) == ("success", 2)
+    assert store_of(wctx).count_records(pk, "Item") == 1
+    (body,) = notification_bodies(wctx, ids)
+    assert '"success":true' in body
+
+
+def test_a_run_failing_transiently_every_time_ends_as_error(wctx: AppContext) -> None:
+    pk = add_connection(wctx, "toy", "c1", {"mode": "transient", "fail_times": 99})
+    run_id = trigger_run(wctx, pk, "items")
+    for attempt in range(1, MAX_TRANSIENT_ATTEMPTS):
+        assert execute_run(wctx, run_id) == []
+        assert load_run(wctx, run_id).state == "queued", f"attempt {attempt}"
+    ids = execute_run(wctx, run_id)
+    run = load_run(wctx, run_id)
+    assert (run.state, run.error_type, run.attempts) == ("error", "temporary_error", 5)
+    (body,) = notification_bodies(wctx, ids)
+    assert '"success":false' in body and "connection lock busy" in body
+
+
+def test_retry_delays_back_off_and_are_capped() -> None:
+    assert [retry_delay(n) for n in range(1, 5)] == [5, 10, 20, 40]
+    assert retry_delay(30) == 300
 
 
 def test_failed_full_run_deletes_nothing_and_successful_one_does(wctx: AppContext) -> None:

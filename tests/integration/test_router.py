@@ -239,6 +239,25 @@ def test_no_matching_connection_is_kept_unrouted(ctx: AppContext) -> None:
     assert row.error == "no connection has metadata.workspace_id == 'w9'"
 
 
+def test_an_event_the_database_refuses_is_kept_rejected_not_lost(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import DataError
+
+    import workers.router
+
+    def refuse(*_args: Any, **_kwargs: Any) -> RouteResult:
+        # What Postgres answers for a NUL byte in an event type read from the body.
+        raise DataError("INSERT ...", {}, ValueError("A string literal cannot contain NUL"))
+
+    monkeypatch.setattr(workers.router, "_route", refuse)
+    event = tracker_event({"workspace_id": "w1"})
+    assert route_event(ctx, event, now=NOW) == RouteResult((), (), "rejected")
+    row = event_row(ctx, event["id"])
+    assert (row.state, row.error) == ("rejected", "could not route: DataError")
+    assert json.loads(row.body) == {"workspace_id": "w1"}  # kept whole, replayable
+
+
 def test_no_subscribed_sync_is_kept_unrouted(ctx: AppContext) -> None:
     add_connection(ctx, "tracker", "c1", workspace_id="w1")
     event = tracker_event({"workspace_id": "w1"}, event="task.archived")
