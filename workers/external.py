@@ -140,6 +140,25 @@ def _snippet(response: requests.Response, limit: int = 300) -> str:
     return text[:limit] + ("…" if len(text) > limit else "") if text else response.reason or ""
 
 
+class _CredentialSafeSession(requests.Session):
+    """A session that follows redirects but never carries credentials to another host.
+
+    requests drops ``Authorization`` on a cross-host redirect, but not a provider's own
+    header (``auth: header:X-Api-Key``); this drops that one too.
+    """
+
+    def __init__(self, credential_header: str | None) -> None:
+        super().__init__()
+        self._credential_header = credential_header
+
+    def rebuild_auth(self, prepared_request: Any, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self._credential_header and self.should_strip_auth(
+            response.request.url, prepared_request.url
+        ):
+            prepared_request.headers.pop(self._credential_header, None)
+
+
 class ExternalClient:
     """HTTP calls against one provider's ``base_url`` with one connection's credentials.
 
@@ -174,7 +193,9 @@ class ExternalClient:
         self.sleep = sleep
         self.provider_key = provider_key
         self.max_retry_after = max_retry_after
-        self._session = session or requests.Session()
+        self._session = session or _CredentialSafeSession(
+            auth.name if auth.type == "header" and auth.name else None
+        )
         self._secrets = secret_values(self._credentials)
 
     def close(self) -> None:

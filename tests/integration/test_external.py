@@ -145,6 +145,31 @@ def test_auth_types(
     assert json.loads(api.requests[0]["body"]) == {"a": 1}
 
 
+@pytest.mark.parametrize("auth_and_credentials", [BEARER, HEADER], ids=["bearer", "header"])
+def test_credentials_never_follow_a_redirect_to_another_host(
+    api: Api, delays: list[float], auth_and_credentials: tuple[AuthConfig, dict[str, str]]
+) -> None:
+    elsewhere = Api()  # "localhost" is another host than "127.0.0.1" to a browser or requests
+    try:
+        other = elsewhere.base_url.replace("127.0.0.1", "localhost")
+        api.reply("/v1/me", (302, {"Location": f"{other}/landing"}, {}))
+        elsewhere.reply("/landing", (200, {}, {}))
+        auth, credentials = auth_and_credentials
+        make_client(api, delays, auth=auth, credentials=credentials).request("GET", "/me")
+        assert [r["path"] for r in elsewhere.requests] == ["/landing"]
+        sent = elsewhere.requests[0]["headers"]
+        assert "authorization" not in sent and "x-api-key" not in sent
+    finally:
+        elsewhere.close()
+
+
+def test_a_same_host_redirect_keeps_the_credential_header(api: Api, delays: list[float]) -> None:
+    api.reply("/v1/me", (302, {"Location": "{base}/v1/moved"}, {}))
+    api.reply("/v1/moved", (200, {}, {}))
+    make_client(api, delays, auth=HEADER[0], credentials=HEADER[1]).request("GET", "/me")
+    assert api.requests[1]["headers"].get("x-api-key") == "k1"
+
+
 def test_missing_credential_for_auth_type_is_fatal(api: Api, delays: list[float]) -> None:
     client = make_client(api, delays, credentials={"type": "NONE"})
     with pytest.raises(ExternalAPIError, match="no api_key or access_token"):
