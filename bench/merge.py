@@ -242,7 +242,7 @@ def bench_list(name: str, engine: Engine, store: RecordStore, connection_pk: int
         ours += time.perf_counter() - started
 
         assert body
-        total += len(page.records)
+        total += len(page.record_texts)
         if page.next_cursor is None:
             break
         cursor = page.next_cursor

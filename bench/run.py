@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     # No `choices=` here: argparse checks a nargs="*" default list against the choices as a
     # whole and rejects it, so the names are checked by hand below.
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(BENCHMARKS)}")
-    args, rest = parser.parse_known_args(argv)
+    # Names come first; everything from the first option on goes to the benchmarks. (Left
+    # to parse_known_args, the value of `--records 20000` would be taken for a name.)
+    argv = sys.argv[1:] if argv is None else argv
+    split = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    names, rest = argv[:split], argv[split:]
+    if not names and rest[:1] in (["-h"], ["--help"]):
+        parser.parse_args(rest[:1])  # this runner's help; after a name it is the benchmark's
+    args = parser.parse_args(names)
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")

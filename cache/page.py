@@ -8,6 +8,7 @@ a ``cache.db.read_scope`` so that, on SQLite, it never waits behind a writer's l
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ MAX_IDS = 100
 FILTERS = frozenset({"added", "updated", "deleted"})
 
 _records = cast(Table, Record.__table__)
+#: The records API's JSON: compact, non-ASCII kept (the payloads' canonical form, unsorted).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 #: Timestamps come back as the driver returns them (naive UTC) and go to ISO text in
 #: ``_iso_writer``: no aware datetime is built for a value that is only printed.
@@ -55,17 +59,20 @@ _PAGE_COLUMNS = (
 
 @dataclass(frozen=True)
 class RecordsPage:
-    records: list[dict[str, Any]]
+    #: Each record of the page as JSON text, in order: the body is spliced from these.
+    record_texts: list[str]
     #: Cursor of the page's last record when the page is full (there may be more), else None.
     next_cursor: str | None
 
+    @functools.cached_property
+    def records(self) -> list[dict[str, Any]]:
+        """The page's records, parsed (the records API itself only needs ``to_json``)."""
+        return [json.loads(text) for text in self.record_texts]
+
     def to_json(self) -> str:
         """The records API body."""
-        return json.dumps(
-            {"records": self.records, "next_cursor": self.next_cursor},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        cursor = "null" if self.next_cursor is None else _encode_string(self.next_cursor)
+        return f'{{"records":[{",".join(self.record_texts)}],"next_cursor":{cursor}}}'
 
 
 def list_page(
@@ -125,36 +132,66 @@ def list_page(
     if ids is not None:
         wanted = _check_ids(ids)
         query = query.where(_records.c.external_id.in_(wanted))
-    rows = session.execute(query).all()
-    records = _to_nango(rows, _iso_writer(session.get_bind().dialect), cursor_key)
-    next_cursor = None
-    if len(rows) == limit:
-        next_cursor = records[-1]["_nango_metadata"]["cursor"]
-    return RecordsPage(records, next_cursor)
+    result = session.connection().execute(query)
+    # Straight from the DBAPI cursor: every column is read raw (see _PAGE_COLUMNS), and
+    # SQLAlchemy's row objects would cost a good part of the page.
+    assert result.cursor is not None
+    rows = result.cursor.fetchall()
+    result.close()
+    texts, last_cursor = _to_nango(rows, _iso_writer(session.get_bind().dialect), cursor_key)
+    return RecordsPage(texts, last_cursor if len(rows) == limit else None)
 
 
-def _to_nango(rows: Sequence[Any], to_iso: Callable[[Any], str], key: str) -> list[dict[str, Any]]:
-    """Build the page (the hot loop of the records API: keep it lean)."""
-    loads = json.loads
-    records = []
+def _to_nango(
+    rows: Sequence[Any], to_iso: Callable[[Any], str], key: str
+) -> tuple[list[str], str | None]:
+    """Each row as the JSON text of its Nango record, and the last row's cursor.
+
+    The hot loop of the records API, so a record is not decoded and encoded again when it
+    need not be: the stored payload is canonical JSON (compact, sorted keys, the encoding
+    of ``to_json``), so its text is the record's text up to the final ``}``, where the
+    metadata object goes. That holds when the payload's ``id`` already is the string
+    external id: the id cannot have been an integer (the external id is no integer's
+    ``str``) and its JSON text is in the payload. Any other row — an integer-like id, a
+    payload with its own ``_nango_metadata`` key — is decoded, amended and encoded, which
+    gives the same text the splice would.
+    """
+    texts = []
+    cursor = None
     for external_id, payload, first_seen_at, last_modified_at, deleted_at, mod_seq in rows:
-        record: dict[str, Any] = loads(payload)
-        record["id"] = external_id
+        first_seen, last_modified = to_iso(first_seen_at), to_iso(last_modified_at)
         if deleted_at is not None:
             action = "DELETED"
         elif last_modified_at == first_seen_at:
             action = "ADDED"
         else:
             action = "UPDATED"
+        deleted = None if deleted_at is None else to_iso(deleted_at)
+        deleted_text = "null" if deleted is None else f'"{deleted}"'
+        cursor = encode_cursor(mod_seq, key)
+        if (
+            not external_id.lstrip("-").isdigit()
+            and f'"id":{_encode_string(external_id)}' in payload
+            and '"_nango_metadata":' not in payload
+        ):
+            # Timestamps, action and cursor are plain ASCII: nothing in them needs escaping.
+            texts.append(
+                f'{payload[:-1]},"_nango_metadata":{{"first_seen_at":"{first_seen}",'
+                f'"last_modified_at":"{last_modified}","last_action":"{action}",'
+                f'"deleted_at":{deleted_text},"cursor":"{cursor}"}}}}'
+            )
+            continue
+        record: dict[str, Any] = json.loads(payload)
+        record["id"] = external_id
         record["_nango_metadata"] = {
-            "first_seen_at": to_iso(first_seen_at),
-            "last_modified_at": to_iso(last_modified_at),
+            "first_seen_at": first_seen,
+            "last_modified_at": last_modified,
             "last_action": action,
-            "deleted_at": None if deleted_at is None else to_iso(deleted_at),
-            "cursor": encode_cursor(mod_seq, key),
+            "deleted_at": deleted,
+            "cursor": cursor,
         }
-        records.append(record)
-    return records
+        texts.append(_ENCODER.encode(record))
+    return texts, cursor
 
 
 def format_time(value: datetime) -> str:
