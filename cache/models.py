@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AppEndpoint",
     "Base",
     "Connection",
     "ModelSeq",
@@ -110,7 +111,7 @@ class NotificationState(str, Enum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"  # retries exhausted; replayable
-    GONE = "gone"  # the app answered 410: never retried
+    GONE = "gone"  # the app answered 410 (for this or another row to the URL): not sent again
 
 
 _naming = MetaData(
@@ -312,3 +313,20 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AppEndpoint(Base):
+    """Delivery state of one app webhook URL; a row exists once the URL has answered 410.
+
+    While ``gone_at`` is set, nothing is recorded or sent for the URL (DESIGN §8: "410 stops
+    delivery to that URL"). Retrying a notification to it clears the mark.
+    """
+
+    __tablename__ = "app_endpoints"
+
+    #: The configured URL exactly as in ``HOOKSYNC_APP_WEBHOOK_URLS`` (may hold a token:
+    #: show it only through ``workers.notify.redact_url``).
+    url: Mapped[str] = mapped_column(Text, primary_key=True)
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The HTTP status that stopped delivery (410).
+    gone_status: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,7 +1,9 @@
 """``GET /notifications`` and ``POST /notifications/<id>/retry``: the outbox, listed and replayed.
 
-The views parse parameters and shape JSON; ``workers.notify`` does the work. App URLs are
-shown without credentials or query string, since operators put tokens there.
+``GET /notifications/endpoints`` shows each configured app URL and whether a 410 stopped
+delivery to it. The views parse parameters and shape JSON; ``workers.notify`` does the
+work. App URLs are shown without credentials or query string, since operators put tokens
+there.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -17,7 +18,7 @@ from cache.db import read_scope, session_scope
 from cache.models import Notification, utcnow
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
-from workers.notify import list_notifications, retry_notification
+from workers.notify import list_endpoints, list_notifications, redact_url, retry_notification
 
 __all__ = ["bp", "describe_notification", "redact_url"]
 
@@ -39,9 +40,36 @@ def list_view() -> Response:
         return jsonify({"notifications": [describe_notification(row) for row in rows]})
 
 
+@bp.get("/notifications/endpoints")
+@require_api_key
+def endpoints_view() -> Response:
+    """Each configured app URL (redacted) with ``state`` ``active`` or ``gone``."""
+    ctx = current_context()
+    with read_scope(ctx.sessions) as session:
+        statuses = list_endpoints(session, ctx.settings.app_webhook_urls)
+    return jsonify(
+        {
+            "endpoints": [
+                {
+                    "url": redact_url(status.url),
+                    "state": status.state,
+                    "gone_at": _iso(status.gone_at),
+                    "gone_status": status.gone_status,
+                }
+                for status in statuses
+            ]
+        }
+    )
+
+
 @bp.post("/notifications/<int:notification_id>/retry")
 @require_api_key
 def retry_view(notification_id: int) -> Response:
+    """Requeue a failed or gone notification with a fresh retry cycle.
+
+    Retrying a notification whose URL answered 410 also re-enables that URL: this is the
+    operator's way back once the app accepts deliveries again.
+    """
     ctx = current_context()
     with session_scope(ctx.sessions) as session:
         row = retry_notification(session, notification_id, utcnow())
@@ -78,16 +106,6 @@ def describe_notification(row: Notification) -> dict[str, Any]:
         "delivered_at": _iso(row.delivered_at),
         "body": json.loads(row.body),
     }
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path``: user, password, query and fragment dropped."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    suffix = "?…" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
 
 
 def _iso(value: Any) -> str | None:

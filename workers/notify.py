@@ -14,6 +14,12 @@ the tick time when it re-enqueues a due row; both stamp ``DISPATCH_SKEW_SECONDS`
 ``deliver`` treats any lease at or before its ``now`` as free, so the marker never blocks a
 send, while the sweeper re-dispatches a row only once its marker (or a crashed sender's
 lease) is ``lease_seconds`` old — a backlog of due rows does not pile up duplicate messages.
+
+Gone URLs: a 410 marks the URL gone in ``app_endpoints`` and, in the same transaction, every
+other pending row to it ``gone`` (none of them is sent). ``record_*`` then add no rows for
+it. A row recorded concurrently with the 410 (it read the URL as active) is caught when a
+worker claims it: the claim checks the mark and turns the row ``gone`` instead of sending.
+Retrying a notification to the URL (``retry_notification``) is the operator's way back.
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from sqlalchemy import CursorResult, Result, or_, select, update
+from sqlalchemy import CursorResult, Result, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cache.db import session_scope
-from cache.models import Connection, Notification, NotificationState, SyncRun, utcnow
+from cache.models import (
+    AppEndpoint,
+    Connection,
+    Notification,
+    NotificationState,
+    SyncRun,
+    utcnow,
+)
 from config.errors import BadInputError
 from workers.external import parse_retry_after
 from workers.signing import signed_headers
@@ -43,16 +58,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RETRY_DELAYS",
+    "EndpointStatus",
     "classify_status",
     "deliver",
     "dispatch_marker",
     "encode_body",
     "format_timestamp",
+    "list_endpoints",
     "list_notifications",
     "next_delay",
     "record_completion",
     "record_failure",
     "record_forward",
+    "redact_url",
     "redispatch_cutoff",
     "retry_notification",
 ]
@@ -77,6 +95,11 @@ RETRIABLE_STATUSES = frozenset({408, 429})
 #: The dispatch marker is stamped this far in the past, so a worker whose clock runs behind
 #: the beat's (or the web process's) by less than this still finds the row free to claim.
 DISPATCH_SKEW_SECONDS = 30
+
+#: ``last_error`` of a row to a URL that was marked gone before the row was sent.
+NOT_SENT_GONE = (
+    "not sent: the app answered 410 for this URL; retry a notification to it to re-enable"
+)
 
 _rng = random.Random()
 
@@ -258,6 +281,9 @@ def _insert(
     *,
     run_id: int | None,
 ) -> list[int]:
+    if not bodies or not urls:
+        return []
+    urls = _active_urls(session, urls)
     now = utcnow()
     rows = []
     for body in bodies:
@@ -283,6 +309,34 @@ def _insert(
     session.add_all(rows)
     session.flush()
     return [row.id for row in rows]
+
+
+def _active_urls(session: Session, urls: Sequence[str]) -> list[str]:
+    """``urls`` without the gone ones; one warning per call names those (redacted)."""
+    gone = set(
+        session.scalars(
+            select(AppEndpoint.url).where(
+                AppEndpoint.url.in_(set(urls)), AppEndpoint.gone_at.is_not(None)
+            )
+        )
+    )
+    if gone:
+        log.warning(
+            "app URL(s) %s answered 410 earlier; no notification recorded for them "
+            "(retry one of their notifications to re-enable)",
+            ", ".join(sorted({redact_url(url) for url in gone})),
+        )
+    return [url for url in urls if url not in gone]
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/path``: user, password, query and fragment dropped."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    suffix = "?…" if parts.query else ""
+    return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
 
 
 # -- the retry schedule (pure) ----------------------------------------------------------------
@@ -383,6 +437,20 @@ def deliver(
                 Notification.url, Notification.body, Notification.webhook_id, Notification.attempts
             ).where(Notification.id == notification_id)
         ).one()
+        if _is_gone(session, row.url):
+            # Recorded while a 410 for its URL was being stored: it missed that update.
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id)
+                .values(
+                    state=NotificationState.GONE.value,
+                    lease_expires_at=None,
+                    last_error=NOT_SENT_GONE,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            log.info("notification %s: its URL is gone; not sent", notification_id)
+            return
 
     body = row.body.encode("utf-8")
     headers = signed_headers(
@@ -391,7 +459,7 @@ def deliver(
     headers["User-Agent"] = "hooksync"
     attempt = _post(session_post, row.url, body, headers, started)
     finished = now or utcnow()
-    _record_outcome(ctx, notification_id, lease, row.attempts + 1, attempt, finished, rng)
+    _record_outcome(ctx, notification_id, row.url, lease, row.attempts + 1, attempt, finished, rng)
 
 
 def _post(
@@ -422,6 +490,7 @@ def _post(
 def _record_outcome(
     ctx: AppContext,
     notification_id: int,
+    url: str,
     lease: datetime,
     attempts: int,
     attempt: _Attempt,
@@ -462,6 +531,17 @@ def _record_outcome(
     else:
         condition.append(Notification.lease_expires_at == lease)
     with session_scope(ctx.sessions) as session:
+        if state is NotificationState.GONE:
+            # The app said so whether or not we still hold the lease. The endpoint row is
+            # written first: it serializes concurrent 410s for the URL before either locks
+            # notification rows (the other order deadlocks on Postgres).
+            _store_gone(session, url, attempt.status or 410, now)
+        elif "state" not in values and _is_gone(session, url):
+            # Another row's 410 stopped the URL while this attempt was in flight.
+            values.update(
+                state=NotificationState.GONE.value,
+                last_error=f"{attempt.error}; not retried: the app answered 410 for this URL",
+            )
         updated = _rowcount(
             session.execute(
                 update(Notification)
@@ -470,6 +550,8 @@ def _record_outcome(
                 .execution_options(synchronize_session=False)
             )
         )
+        if state is NotificationState.GONE:
+            _stop_pending(session, url, attempt.status or 410, now, notification_id)
     if not updated:
         log.warning(
             "notification %s: lease lost while sending; another worker owns it", notification_id
@@ -484,7 +566,104 @@ def _record_outcome(
         )
 
 
+def _is_gone(session: Session, url: str) -> bool:
+    return (
+        session.scalar(
+            select(AppEndpoint.url).where(AppEndpoint.url == url, AppEndpoint.gone_at.is_not(None))
+        )
+        is not None
+    )
+
+
+def _store_gone(session: Session, url: str, status: int, now: datetime) -> None:
+    """Record ``url`` as gone.
+
+    An upsert, so two workers storing a 410 for the same URL at once both succeed; the
+    first ``gone_at`` is kept.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(AppEndpoint).values(url=url, gone_at=now, gone_status=status)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[AppEndpoint.url],
+            set_={
+                "gone_at": func.coalesce(AppEndpoint.gone_at, statement.excluded.gone_at),
+                "gone_status": statement.excluded.gone_status,
+            },
+        )
+    )
+
+
+def _stop_pending(
+    session: Session, url: str, status: int, now: datetime, notification_id: int
+) -> None:
+    """Make every other pending row to ``url`` ``gone``, unsent.
+
+    Rows another worker is sending right now (their lease runs past ``now``) are left to
+    that worker: ``_record_outcome`` stops them unless the attempt delivered them.
+    """
+    stopped = _rowcount(
+        session.execute(
+            update(Notification)
+            .where(
+                Notification.url == url,
+                Notification.state == NotificationState.PENDING.value,
+                Notification.id != notification_id,
+                or_(
+                    Notification.lease_expires_at.is_(None),
+                    Notification.lease_expires_at <= now,
+                ),
+            )
+            .values(
+                state=NotificationState.GONE.value,
+                lease_expires_at=None,
+                last_error=NOT_SENT_GONE,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    log.warning(
+        "app URL %s answered %s (notification %s): delivery to it stopped, %s pending "
+        "notification(s) marked gone; retry one of them to re-enable the URL",
+        redact_url(url),
+        status,
+        notification_id,
+        stopped,
+    )
+
+
 # -- listing and replay (the API and UI) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """One configured app URL and whether delivery to it is stopped."""
+
+    url: str
+    gone_at: datetime | None
+    gone_status: int | None
+
+    @property
+    def state(self) -> str:
+        return "active" if self.gone_at is None else "gone"
+
+
+def list_endpoints(session: Session, urls: Sequence[str]) -> list[EndpointStatus]:
+    """The state of each URL in ``urls`` (the configured ones), in that order.
+
+    ``url`` is the full URL: redact it (``redact_url``) before showing it.
+    """
+    found = {
+        row.url: row
+        for row in session.scalars(select(AppEndpoint).where(AppEndpoint.url.in_(set(urls))))
+    }
+    statuses = []
+    for url in urls:
+        row = found.get(url)
+        gone_at = row.gone_at if row is not None else None
+        statuses.append(EndpointStatus(url, gone_at, row.gone_status if row and gone_at else None))
+    return statuses
 
 
 def list_notifications(
@@ -510,6 +689,11 @@ def retry_notification(
 ) -> Notification | None:
     """Make a failed or gone notification pending again, with a full retry cycle.
 
+    This is also the operator's way back after a 410: retrying a notification whose URL is
+    marked gone clears the mark, so the URL is active again (new completions are recorded
+    for it). The other notifications that the 410 marked gone stay gone until they are
+    retried one by one.
+
     Returns the row (the caller enqueues its id after commit), or None if there is no such
     notification. A pending row is returned unchanged.
 
@@ -526,6 +710,20 @@ def retry_notification(
             code="not_retryable",
         )
     if row.state in (NotificationState.FAILED.value, NotificationState.GONE.value):
+        reenabled = _rowcount(
+            session.execute(
+                update(AppEndpoint)
+                .where(AppEndpoint.url == row.url, AppEndpoint.gone_at.is_not(None))
+                .values(gone_at=None, gone_status=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        if reenabled:
+            log.warning(
+                "app URL %s re-enabled by the retry of notification %s",
+                redact_url(row.url),
+                notification_id,
+            )
         row.state = NotificationState.PENDING.value
         row.attempts = 0
         row.next_attempt_at = now

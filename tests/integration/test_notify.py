@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import threading
 import time
@@ -17,13 +18,17 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, select
 from standardwebhooks.webhooks import Webhook
 
-from cache.db import session_scope
-from cache.models import Notification, SyncRun, utcnow
+import cache.db
+from cache.db import assert_migrated, make_engine, session_scope
+from cache.models import AppEndpoint, Notification, SyncRun, utcnow
 from config.context import AppContext
-from config.errors import BadInputError
+from config.errors import BadInputError, ConfigError
 from config.integrations import Integrations
 from config.settings import load_settings
 from scheduler.tick import tick
@@ -32,7 +37,9 @@ from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers.notify import (
     DISPATCH_SKEW_SECONDS,
+    NOT_SENT_GONE,
     deliver,
+    list_endpoints,
     list_notifications,
     record_completion,
     record_failure,
@@ -478,3 +485,210 @@ def test_the_api_lists_and_retries_without_showing_url_secrets(
         assert _row(ctx, notification_id).state == "delivered"
     finally:
         ctx.close()
+
+
+# -- a 410 stops delivery to that URL ---------------------------------------------------------
+
+TASK = {"Task": {"added": 1, "updated": 0, "deleted": 0}}
+TWO_MODELS = {"Task": TASK["Task"], "Comment": {"added": 0, "updated": 1, "deleted": 0}}
+
+
+def _by_url(ctx: AppContext, ids: list[int]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for notification_id in ids:
+        grouped.setdefault(_row(ctx, notification_id).url, []).append(notification_id)
+    return grouped
+
+
+@pytest.fixture
+def two_urls(make_env, database_url: str, receiver: Receiver) -> Iterator[AppContext]:
+    """The app at ``/gone?token=…`` (it will answer 410) and at ``/kept``."""
+    base = receiver.url.rsplit("/", 2)[0]
+    context = _context(make_env, database_url, f"{base}/gone?token=s3cret,{base}/kept")
+    yield context
+    context.close()
+
+
+def test_a_410_stops_every_delivery_to_that_url_but_not_to_the_others(
+    two_urls: AppContext, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    gone_url, kept_url = two_urls.settings.app_webhook_urls
+    ids = _by_url(two_urls, _complete(two_urls, TWO_MODELS))
+    first_gone, other_gone = ids[gone_url]
+    receiver.statuses = [410]
+    now = utcnow()
+    deliver(two_urls, first_gone, now=now)
+
+    # The other pending row to that URL is gone without having been sent.
+    row = _row(two_urls, other_gone)
+    assert (row.state, row.attempts, row.last_status) == ("gone", 0, None)
+    assert row.last_error == NOT_SENT_GONE
+    swept = tick(two_urls, now + timedelta(days=1), housekeeping=False).notification_ids
+    assert sorted(swept) == sorted(ids[kept_url])
+    deliver(two_urls, other_gone, now=now + timedelta(days=1))
+    assert [r.path for r in receiver.requests] == ["/gone?token=s3cret"]
+
+    # The second URL keeps working.
+    for notification_id in ids[kept_url]:
+        deliver(two_urls, notification_id, now=now + timedelta(days=1))
+        assert _row(two_urls, notification_id).state == "delivered"
+
+    # New completions, failures and forwards record nothing for the gone URL.
+    caplog.clear()
+    caplog.set_level("WARNING", logger="workers.notify")
+    new_ids = _complete(two_urls, TWO_MODELS, connection_id="later")
+    _, run_id = _make_run(two_urls, connection_id="failing")
+    with session_scope(two_urls.sessions) as session:
+        run = session.get(SyncRun, run_id)
+        new_ids += record_failure(session, two_urls.settings, run, "script_error", "boom")
+        new_ids += record_forward(session, two_urls.settings, "tracker", "acme", {"a": 1})
+    assert set(_by_url(two_urls, new_ids)) == {kept_url}
+    assert len(new_ids) == 4
+    warnings = [r.getMessage() for r in caplog.records if "answered 410 earlier" in r.message]
+    assert len(warnings) == 3  # once per call
+    assert all(gone_url.split("?")[0] + "?…" in message for message in warnings)
+    assert "s3cret" not in caplog.text
+    for notification_id in new_ids:
+        deliver(two_urls, notification_id)
+    assert [r.path for r in receiver.requests].count("/gone?token=s3cret") == 1
+    assert len(receiver.requests) == 1 + 2 + 4
+
+
+def test_a_row_recorded_while_the_410_was_stored_is_not_sent(
+    app: AppContext, receiver: Receiver
+) -> None:
+    (notification_id,) = _complete(app, TASK)
+    # As if its recorder read the URL as active just before another worker's 410 committed.
+    with session_scope(app.sessions) as session:
+        session.add(AppEndpoint(url=receiver.url, gone_at=utcnow(), gone_status=410))
+    deliver(app, notification_id)
+    row = _row(app, notification_id)
+    assert (row.state, row.attempts, row.last_error) == ("gone", 0, NOT_SENT_GONE)
+    assert receiver.requests == []
+
+
+def test_an_attempt_in_flight_when_the_url_went_gone_is_not_retried(
+    app: AppContext, receiver: Receiver
+) -> None:
+    import requests
+
+    (notification_id,) = _complete(app, TASK)
+
+    def post_while_another_worker_stores_a_410(url: str, **kwargs: object) -> requests.Response:
+        with session_scope(app.sessions) as session:
+            session.add(AppEndpoint(url=url, gone_at=utcnow(), gone_status=410))
+        response = requests.Response()
+        response.status_code = 503
+        response.raw = io.BytesIO(b"")
+        return response
+
+    deliver(app, notification_id, session_post=post_while_another_worker_stores_a_410)
+    row = _row(app, notification_id)
+    assert (row.state, row.attempts, row.last_status) == ("gone", 1, 503)
+    assert row.last_error == "HTTP 503; not retried: the app answered 410 for this URL"
+
+
+def test_concurrent_410s_for_one_url_both_store_it(app: AppContext, receiver: Receiver) -> None:
+    receiver.statuses = [410, 410]
+    receiver.delay = 0.3
+    first, second, third = _complete(
+        app, {**TWO_MODELS, "Label": {"added": 1, "updated": 0, "deleted": 0}}
+    )
+    now = utcnow()
+    run_at_once([lambda: deliver(app, first, now=now), lambda: deliver(app, second, now=now)])
+    assert len(receiver.requests) == 2
+    assert {_row(app, i).state for i in (first, second, third)} == {"gone"}
+    with app.sessions() as session:
+        (endpoint,) = session.scalars(select(AppEndpoint)).all()
+        assert (endpoint.url, endpoint.gone_status) == (receiver.url, 410)
+        assert endpoint.gone_at == now
+
+
+def test_retrying_a_gone_notification_re_enables_its_url(
+    make_env, database_url: str, receiver: Receiver
+) -> None:
+    from ingress.app import create_app
+
+    secret_url = receiver.url + "?token=s3cret"
+    ctx = _context(make_env, database_url, secret_url)
+    try:
+        client = create_app(ctx).test_client()
+        auth = {"Authorization": "Bearer test-api-key"}
+        assert client.get("/notifications/endpoints").status_code == 401
+        listed = client.get("/notifications/endpoints", headers=auth).get_json()
+        assert listed == {
+            "endpoints": [
+                {"url": receiver.url + "?…", "state": "active", "gone_at": None,
+                 "gone_status": None},
+            ]
+        }  # fmt: skip
+
+        first, second = _complete(ctx, TWO_MODELS)
+        receiver.statuses = [410]
+        now = utcnow()
+        deliver(ctx, first, now=now)
+        assert _complete(ctx, TASK, connection_id="while-gone") == []
+        gone = client.get("/notifications/endpoints", headers=auth)
+        assert "s3cret" not in gone.get_data(as_text=True)
+        (endpoint,) = gone.get_json()["endpoints"]
+        assert (endpoint["state"], endpoint["gone_status"]) == ("gone", 410)
+        assert endpoint["gone_at"] == now.isoformat()
+
+        retried = client.post(f"/notifications/{first}/retry", headers=auth)
+        assert retried.status_code == 200
+        assert retried.get_json()["notification"]["state"] == "pending"
+        (endpoint,) = client.get("/notifications/endpoints", headers=auth).get_json()["endpoints"]
+        assert (endpoint["state"], endpoint["gone_at"]) == ("active", None)
+        deliver(ctx, first)
+        assert _row(ctx, first).state == "delivered"
+        # The rows the 410 stopped stay gone until they are retried themselves...
+        assert _row(ctx, second).state == "gone"
+        # ...but the URL takes new notifications again.
+        (later,) = _complete(ctx, TASK, connection_id="after-retry")
+        deliver(ctx, later)
+        assert _row(ctx, later).state == "delivered"
+        assert len(receiver.requests) == 3
+    finally:
+        ctx.close()
+
+
+def test_list_endpoints_reports_configured_urls_in_order(two_urls: AppContext) -> None:
+    gone_url, kept_url = two_urls.settings.app_webhook_urls
+    now = utcnow()
+    with session_scope(two_urls.sessions) as session:
+        session.add(AppEndpoint(url=gone_url, gone_at=now, gone_status=410))
+        session.add(AppEndpoint(url="http://unconfigured.example/x", gone_at=now))
+    with two_urls.sessions() as session:
+        statuses = list_endpoints(session, two_urls.settings.app_webhook_urls)
+    assert [(s.url, s.state, s.gone_at) for s in statuses] == [
+        (gone_url, "gone", now),
+        (kept_url, "active", None),
+    ]
+
+
+def test_the_migrations_reach_head_0002_and_go_back(database_url: str) -> None:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(cache.db._MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    assert ScriptDirectory.from_config(config).get_current_head() == "0002"
+    engine = make_engine(database_url)
+    try:
+        assert_migrated(engine)
+        inspector = inspect(engine)
+        assert [c["name"] for c in inspector.get_columns("app_endpoints")] == [
+            "url", "gone_at", "gone_status",
+        ]  # fmt: skip
+        primary_key = inspector.get_pk_constraint("app_endpoints")
+        assert (primary_key["name"], primary_key["constrained_columns"]) == (
+            "pk_app_endpoints", ["url"],
+        )  # fmt: skip
+
+        command.downgrade(config, "0001")
+        assert "app_endpoints" not in inspect(engine).get_table_names()
+        with pytest.raises(ConfigError, match="expected '0002'"):
+            assert_migrated(engine)
+        command.upgrade(config, "head")
+        assert_migrated(engine)
+        assert "app_endpoints" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
