@@ -128,6 +128,11 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
         claim.connection_id,
         worker_id or "?",
     )
+    if claim.attempt > MAX_ATTEMPTS:
+        # Every earlier attempt ended without finishing: its worker was killed, ran out of
+        # memory, or the script exited the process. Running it again would take yet another
+        # worker down, so the run ends here as an error the app is told about.
+        return _finish(ctx, claim, _gave_up(claim), integrations)
     heartbeat = LeaseHeartbeat(ctx, run_id, claim.attempt, settings.lease_seconds)
     heartbeat.start()
     try:
@@ -490,6 +495,20 @@ def _script_location(error: BaseException, script: Path | None) -> str:
 
 #: Attempts a run gets when it keeps failing transiently, before it ends as ERROR.
 MAX_TRANSIENT_ATTEMPTS = 5
+#: Attempts in all, lost workers included: the next claim ends the run as ERROR unrun.
+MAX_ATTEMPTS = 5
+
+
+def _gave_up(claim: _Claim) -> _Outcome:
+    return _Outcome(
+        results={},
+        sync_type=claim.sync_type,
+        error_type="worker_lost",
+        error=(
+            f"gave up after {claim.attempt - 1} attempts that ended without finishing "
+            "(the worker was killed or ran out of memory, or the script exited the process)"
+        ),
+    )
 
 
 def retry_delay(attempt: int) -> int:

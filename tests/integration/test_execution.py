@@ -40,6 +40,7 @@ from tests.conftest import REPO
 from tests.support.api import Api
 from tests.support.rows import insert_connection
 from workers.execution import (
+    MAX_ATTEMPTS,
     MAX_TRANSIENT_ATTEMPTS,
     LeaseHeartbeat,
     LeaseLost,
@@ -362,6 +363,30 @@ def test_running_run_with_live_lease_is_not_claimed_but_expired_one_is(wctx: App
     assert (run.state, run.attempts) == ("success", 2)
     with session_scope(wctx.sessions) as session:
         assert session.scalars(select(TrackingWindow)).all() == []
+
+
+def test_a_run_whose_workers_keep_dying_ends_as_an_error_without_running(
+    wctx: AppContext,
+) -> None:
+    pk = add_connection(wctx, "toy", "c1")
+    run_id = trigger_run(wctx, pk, "items")
+    with session_scope(wctx.sessions) as session:
+        session.execute(
+            update(SyncRun)
+            .where(SyncRun.id == run_id)
+            .values(
+                state="running",
+                attempts=MAX_ATTEMPTS,
+                lease_expires_at=utcnow() - timedelta(seconds=1),
+            )
+        )
+    ids = execute_run(wctx, run_id)
+    run = load_run(wctx, run_id)
+    assert (run.state, run.error_type, run.attempts) == ("error", "worker_lost", 6)
+    assert store_of(wctx).count_records(pk, "Item") == 0  # the script did not run again
+    (body,) = notification_bodies(wctx, ids)
+    assert '"success":false' in body and "worker_lost" in body
+    assert load_schedule(wctx, pk, "items").active_run_id is None
 
 
 def test_a_run_taken_over_midway_drops_its_outcome(
