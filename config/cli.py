@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from config.errors import ConfigError
+from config.integrations import Integrations, Problem
 from config.settings import Settings, load_settings
 
 __all__ = ["main"]
@@ -126,10 +127,16 @@ def _beat(_args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from config.loader import describe, load_integrations
 
     settings = load_settings()
     integrations = load_integrations(settings.integrations_dir, os.environ)
+    integrations = replace(
+        integrations,
+        errors=integrations.errors + tuple(_check_scripts(settings, integrations)),
+    )
     if args.json:
         print(json.dumps(describe(integrations), indent=2, sort_keys=True))
     else:
@@ -143,6 +150,34 @@ def _check(args: argparse.Namespace) -> int:
             f"{len(integrations.errors)} error(s), {len(integrations.warnings)} warning(s)"
         )
     return 1 if integrations.errors else 0
+
+
+def _check_scripts(settings: Settings, integrations: Integrations) -> list[Problem]:
+    """Import every sync script and check it defines what its sync needs.
+
+    ``fetch_data`` always (the scheduler polls every sync); ``on_webhook_payload_received``
+    when the sync has webhook subscriptions. Missing files are the loader's
+    ``script_missing`` already.
+    """
+    from config.errors import FatalError
+    from workers.scripts import load_function, script_path
+
+    problems = []
+    for key, integration in integrations.integrations.items():
+        for name, sync in integration.syncs.items():
+            if not script_path(settings.integrations_dir, key, name).exists():
+                continue
+            needed = ["fetch_data"]
+            if sync.webhook_subscriptions:
+                needed.append("on_webhook_payload_received")
+            for function in needed:
+                try:
+                    load_function(settings.integrations_dir, key, name, function)
+                except FatalError as error:
+                    problems.append(
+                        Problem("script_invalid", str(error), f"integrations.{key}.syncs.{name}")
+                    )
+    return problems
 
 
 def _redis(args: argparse.Namespace) -> int:
