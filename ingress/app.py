@@ -45,13 +45,23 @@ def create_app(ctx: AppContext | None = None, *, check_database: bool = True) ->
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["hooksync"] = ctx
 
-    from ingress import connections, notifications, records, syncs, webhooks
+    from ingress import (
+        connections,
+        integrations,
+        notifications,
+        openapi,
+        records,
+        syncs,
+        webhooks,
+    )
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(records.bp)
     app.register_blueprint(connections.bp)
     app.register_blueprint(syncs.bp)
     app.register_blueprint(notifications.bp)
+    app.register_blueprint(integrations.bp)
+    app.register_blueprint(openapi.bp)
     register_error_handlers(app)
 
     @app.get("/healthz")
