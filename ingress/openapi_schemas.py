@@ -1,0 +1,485 @@
+"""The building blocks of the OpenAPI document served by :mod:`ingress.openapi`.
+
+Small builders for the recurring shapes (``$ref``, JSON bodies and responses, parameters,
+operations) and the reusable ``components``: ``SCHEMAS`` and ``RESPONSES``. Pure data, no
+Flask; ``ingress/openapi.py`` keeps the blueprint and the paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cache.models import NotificationState, WebhookState
+
+__all__ = [
+    "Schema",
+    "ref",
+    "array_of",
+    "json_response",
+    "error_responses",
+    "json_body",
+    "query_param",
+    "path_param",
+    "operation",
+    "object_schema",
+    "envelope",
+    "STRING",
+    "NULLABLE_STRING",
+    "TIME",
+    "STRINGS",
+    "INTEGERS",
+    "KEY_QUERY",
+    "SUCCESS",
+    "SYNC_NAMES",
+    "CONTROL",
+    "SCHEMAS",
+    "RESPONSES",
+]
+
+Schema = dict[str, Any]
+
+
+# --- small builders -------------------------------------------------------------------
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def array_of(name: str) -> Schema:
+    return {"type": "array", "items": ref(name)}
+
+
+def json_response(schema: Schema, description: str = "OK", **extra: Any) -> Schema:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def error_responses(*statuses: int) -> dict[str, Schema]:
+    names = {
+        400: "BadRequest",
+        401: "Unauthorized",
+        404: "NotFound",
+        409: "Conflict",
+        413: "PayloadTooLarge",
+        503: "Unavailable",
+    }
+    return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
+
+
+def json_body(schema: Schema, required: bool = True) -> Schema:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def query_param(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema or {"type": "string"},
+        "description": description,
+    }
+
+
+def operation(
+    tag: str,
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Schema],
+    *,
+    parameters: list[Schema] | None = None,
+    body: Schema | None = None,
+    public: bool = False,
+    errors: tuple[int, ...] = (),
+) -> Schema:
+    op: Schema = {"tags": [tag], "operationId": operation_id, "summary": summary}
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    statuses = errors if public else (401, *errors)
+    op["responses"] = {**responses, **error_responses(*sorted(set(statuses)))}
+    return op
+
+
+STRING: Schema = {"type": "string"}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+STRINGS: Schema = {"type": "array", "items": STRING}
+INTEGERS: Schema = {"type": "array", "items": {"type": "integer"}}
+KEY_QUERY = query_param(
+    "provider_config_key",
+    STRING,
+    "The integration key from nango.yaml (`providerConfigKey` is accepted too).",
+)
+SUCCESS = json_response(
+    {
+        "type": "object",
+        "required": ["success"],
+        "properties": {"success": {"const": True}},
+    }
+)
+
+
+# --- schemas ----------------------------------------------------------------------------
+
+
+def object_schema(properties: dict[str, Schema], required: str = "", **extra: Any) -> Schema:
+    """An object schema; ``required`` lists the required property names, space-separated."""
+    schema: Schema = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = required.split()
+    return schema
+
+
+SYNC_NAMES: Schema = {
+    "description": "Sync names: a list (of names or `{name}` objects; `[]` = every sync), "
+    "a comma-separated string, or `*`.",
+    "oneOf": [
+        {
+            "type": "array",
+            "items": {"oneOf": [STRING, object_schema({"name": STRING}, "name")]},
+        },
+        STRING,
+    ],
+}
+
+CONTROL = object_schema(
+    {
+        "provider_config_key": STRING,
+        "syncs": SYNC_NAMES,
+        "connection_id": {
+            "type": "string",
+            "description": "One connection; absent = every connection of the integration.",
+        },
+    },
+    "provider_config_key syncs",
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": object_schema(
+        {
+            "error": object_schema(
+                {
+                    "code": {"type": "string", "examples": ["unknown_connection"]},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "The parameter at fault."},
+                },
+                "code message",
+            )
+        },
+        "error",
+    ),
+    "Credentials": {
+        "oneOf": [
+            object_schema({"type": {"const": "API_KEY"}, "api_key": STRING}, "type api_key"),
+            object_schema(
+                {"type": {"const": "BASIC"}, "username": STRING, "password": STRING},
+                "type username password",
+            ),
+            object_schema(
+                {"type": {"const": "OAUTH2"}, "access_token": STRING}, "type access_token"
+            ),
+            object_schema({"type": {"const": "NONE"}}, "type"),
+        ]
+    },
+    "ConnectionCreate": object_schema(
+        {
+            "provider_config_key": STRING,
+            "connection_id": {"type": "string", "maxLength": 255},
+            "credentials": ref("Credentials"),
+            "metadata": {"type": "object"},
+        },
+        "provider_config_key connection_id credentials",
+    ),
+    "Connection": object_schema(
+        {
+            "id": {"type": "integer"},
+            "connection_id": STRING,
+            "provider_config_key": STRING,
+            "provider": STRING,
+            "created": TIME,
+            "created_at": TIME,
+            "updated_at": TIME,
+            "metadata": {"type": "object"},
+            "credentials": object_schema(
+                {"type": {"enum": ["API_KEY", "BASIC", "OAUTH2", "NONE"]}},
+                "type",
+                description="Only on `GET /connections/{connection_id}`: the type, never a secret.",
+            ),
+        },
+        "id connection_id provider_config_key metadata",
+    ),
+    "MetadataUpdate": object_schema(
+        {
+            "provider_config_key": STRING,
+            "connection_id": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
+            "metadata": {"type": "object"},
+        },
+        "provider_config_key connection_id metadata",
+    ),
+    "Record": {
+        "type": "object",
+        "description": "The record as the script saved it, plus `_nango_metadata`.",
+        "required": ["id", "_nango_metadata"],
+        "properties": {
+            "id": STRING,
+            "_nango_metadata": object_schema(
+                {
+                    "first_seen_at": {"type": "string", "format": "date-time"},
+                    "last_modified_at": {"type": "string", "format": "date-time"},
+                    "last_action": {"enum": ["ADDED", "UPDATED", "DELETED"]},
+                    "deleted_at": TIME,
+                    "cursor": STRING,
+                },
+                "first_seen_at last_modified_at last_action deleted_at cursor",
+            ),
+        },
+        "additionalProperties": True,
+    },
+    "RecordsPage": object_schema(
+        {
+            "records": {"type": "array", "items": ref("Record")},
+            "next_cursor": NULLABLE_STRING,
+        },
+        "records next_cursor",
+    ),
+    "TriggerRequest": {
+        **CONTROL,
+        "properties": {
+            **CONTROL["properties"],
+            "opts": object_schema(
+                {"reset": {"type": "boolean"}, "emptyCache": {"type": "boolean"}}
+            ),
+            "sync_mode": {
+                "enum": ["incremental", "full_refresh", "full_refresh_and_clear_cache"],
+                "description": "Legacy form of `opts`.",
+            },
+        },
+    },
+    "ControlRequest": CONTROL,
+    "SyncStatus": object_schema(
+        {
+            "id": {"type": ["integer", "null"]},
+            "connection_id": STRING,
+            "name": STRING,
+            "status": {"enum": ["RUNNING", "PAUSED", "SUCCESS", "ERROR", "STOPPED"]},
+            "type": {"enum": ["INITIAL", "INCREMENTAL"]},
+            "finishedAt": TIME,
+            "nextScheduledSyncAt": TIME,
+            "frequency": STRING,
+            "latestResult": {
+                "type": "object",
+                "additionalProperties": object_schema(
+                    {
+                        "added": {"type": "integer"},
+                        "updated": {"type": "integer"},
+                        "deleted": {"type": "integer"},
+                    }
+                ),
+            },
+            "latestExecutionStatus": {
+                "enum": ["RUNNING", "SUCCESS", "ERROR", "STOPPED", None],
+            },
+            "recordCount": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+        "id connection_id name status type finishedAt nextScheduledSyncAt frequency "
+        "latestResult latestExecutionStatus recordCount",
+    ),
+    "FrequencyUpdate": object_schema(
+        {
+            "provider_config_key": STRING,
+            "connection_id": STRING,
+            "sync_name": STRING,
+            "frequency": {
+                "type": ["string", "null"],
+                "description": "e.g. `every 1h`; `null` restores the nango.yaml `runs`.",
+            },
+        },
+        "provider_config_key connection_id sync_name frequency",
+    ),
+    "WebhookEvent": object_schema(
+        {
+            "id": STRING,
+            "provider_config_key": STRING,
+            "delivery_id": NULLABLE_STRING,
+            "event_type": NULLABLE_STRING,
+            "state": {"enum": [state.value for state in WebhookState]},
+            "received_at": TIME,
+            "routed_at": TIME,
+            "runs_count": {"type": ["integer", "null"]},
+            "error": NULLABLE_STRING,
+        },
+        "id provider_config_key state received_at",
+    ),
+    "Notification": object_schema(
+        {
+            "id": {"type": "integer"},
+            "run_id": {"type": ["integer", "null"]},
+            "url": {"type": "string", "description": "Without credentials or query string."},
+            "webhook_id": STRING,
+            "state": {"enum": [state.value for state in NotificationState]},
+            "attempts": {"type": "integer"},
+            "next_attempt_at": TIME,
+            "last_status": {"type": ["integer", "null"]},
+            "last_error": NULLABLE_STRING,
+            "created_at": TIME,
+            "delivered_at": TIME,
+            "body": {"type": "object", "description": "The JSON body sent to the app."},
+        },
+        "id url webhook_id state attempts body",
+    ),
+    "SyncDescription": object_schema(
+        {
+            "name": STRING,
+            "models": STRINGS,
+            "runs": {"type": "string", "examples": ["every 30 seconds"]},
+            "interval_seconds": {"type": "integer"},
+            "sync_type": {"enum": ["incremental", "full"]},
+            "track_deletes": {"type": "boolean"},
+            "auto_start": {"type": "boolean"},
+            "webhook_subscriptions": {
+                **STRINGS,
+                "description": "Event types that run the sync's webhook handler; `*` = all; "
+                "empty = the sync does not take webhooks.",
+            },
+            "description": STRING,
+            "endpoints": {"type": "array", "items": ref("Endpoint")},
+        },
+        "name models runs interval_seconds sync_type track_deletes auto_start "
+        "webhook_subscriptions description endpoints",
+    ),
+    "Endpoint": object_schema(
+        {
+            "method": {"enum": ["GET", "POST", "PATCH", "PUT", "DELETE"]},
+            "path": STRING,
+            "group": STRING,
+        },
+        "method path",
+    ),
+    "ModelSchema": object_schema(
+        {
+            "name": STRING,
+            "fields": {
+                "type": "array",
+                "items": object_schema(
+                    {"name": STRING, "type": {}, "optional": {"type": "boolean"}}, "name type"
+                ),
+            },
+        },
+        "name fields",
+    ),
+    "NangoSyncConfig": object_schema(
+        {
+            "name": STRING,
+            "type": {"const": "sync"},
+            "runs": STRING,
+            "returns": STRINGS,
+            "description": STRING,
+            "track_deletes": {"type": "boolean"},
+            "auto_start": {"type": "boolean"},
+            "attributes": {"type": "object"},
+            "scopes": STRINGS,
+            "version": NULLABLE_STRING,
+            "is_public": {"type": "boolean"},
+            "pre_built": {"type": "boolean"},
+            "endpoints": {"type": "array", "items": ref("Endpoint")},
+            "input": {"oneOf": [ref("ModelSchema"), {"type": "null"}]},
+            "enabled": {"type": "boolean"},
+            "models": {"type": "array", "items": ref("ModelSchema")},
+            "sync_type": {"enum": ["incremental", "full"]},
+            "webhookSubscriptions": STRINGS,
+            "json_schema": {"type": ["object", "null"]},
+        },
+        "name type runs returns track_deletes auto_start sync_type webhookSubscriptions "
+        "endpoints description version",
+    ),
+    "SigningSecret": object_schema(
+        {
+            "standard_webhooks_secret": {"type": ["string", "null"], "pattern": "^whsec_"},
+            "standard_webhooks_secrets": {
+                **STRINGS,
+                "description": "Every active key during a rotation, the signing one first.",
+            },
+            "header": {"const": "X-Nango-Hmac-Sha256"},
+        },
+        "standard_webhooks_secret standard_webhooks_secrets header",
+    ),
+    "ReplayResult": {
+        "allOf": [
+            ref("WebhookEvent"),
+            object_schema(
+                {"run_ids": INTEGERS, "notification_ids": INTEGERS},
+                "run_ids notification_ids",
+            ),
+        ]
+    },
+    "NotificationEndpoint": object_schema(
+        {
+            "url": STRING,
+            "state": {"enum": ["active", "gone"]},
+            "gone_at": TIME,
+            "gone_status": {"type": ["integer", "null"]},
+        },
+        "url state",
+    ),
+    "IntegrationSummary": object_schema(
+        {
+            "unique_key": STRING,
+            "provider": STRING,
+            "syncs": STRINGS,
+            "webhook_subscriptions": {**STRINGS, "description": "Union over its syncs."},
+        },
+        "unique_key provider syncs webhook_subscriptions",
+    ),
+    "Integration": object_schema(
+        {"unique_key": STRING, "provider": STRING, "syncs": array_of("SyncDescription")},
+        "unique_key provider syncs",
+    ),
+    "StandardNangoConfig": object_schema(
+        {
+            "providerConfigKey": STRING,
+            "provider": STRING,
+            "syncs": {"type": "array", "items": ref("NangoSyncConfig")},
+            "actions": {"type": "array", "items": {}, "maxItems": 0},
+            "on-events": {"type": "array", "items": {}, "maxItems": 0},
+        },
+        "providerConfigKey syncs actions",
+    ),
+}
+
+RESPONSES: dict[str, Schema] = {
+    name: json_response(ref("Error"), description)
+    for name, description in (
+        ("BadRequest", "A malformed parameter or body; `error.field` names it."),
+        ("Unauthorized", "Missing or wrong bearer key (or, on `/webhook/*`, bad signature)."),
+        ("NotFound", "Unknown integration, connection, event or notification."),
+        ("Conflict", "The connection already exists."),
+        ("PayloadTooLarge", "Body over the size limit."),
+    )
+}
+RESPONSES["Unavailable"] = json_response(
+    ref("Error"),
+    "Redis or the database is briefly unavailable; retry after `Retry-After` seconds.",
+    headers={"Retry-After": {"schema": {"type": "integer"}}},
+)
+
+
+def envelope(key: str, schema: Schema) -> dict[str, Schema]:
+    """``200`` with ``{key: schema}``, the API's wrapped responses."""
+    return {"200": json_response(object_schema({key: schema}, key))}
