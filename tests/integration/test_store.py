@@ -720,3 +720,30 @@ def test_postgres_statistics_follow_a_big_import(ctx, store, conn) -> None:
         ).scalar()
     assert analyzed is not None
     assert estimated >= 1000
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_modified_after_outside_the_utc_range_is_400_not_500(
+    client: FlaskClient, conn: int, value: str
+) -> None:
+    response = client.get(
+        "/records", query_string={"model": "Task", "modified_after": value}, headers=HEADERS
+    )
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_parameter"
+    assert error["field"] == "modified_after"
+    assert repr(value) in error["message"]
+
+
+def test_modified_after_with_an_offset_is_compared_in_utc(
+    client: FlaskClient, store: RecordStore, conn: int
+) -> None:
+    store.save(conn, MODEL, [{"id": 1}])
+    response = client.get(
+        "/records",
+        query_string={"model": "Task", "modified_after": "2000-01-01T05:00:00+05:00"},
+        headers=HEADERS,
+    )
+    assert response.status_code == 200
+    assert [r["id"] for r in response.get_json()["records"]] == ["1"]
