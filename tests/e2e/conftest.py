@@ -54,8 +54,14 @@ class Deployment:
         return found[0]
 
 
-@pytest.fixture(scope="session")
-def deployment() -> Iterator[Deployment]:
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    """The embedded default (SQLite), and the production shape (Postgres) for the same tests."""
+    database_url = ""  # SQLite under the var dir
+    if request.param == "postgres":
+        database_url = request.getfixturevalue("postgres_server").create_database("e2e")
     api_key, signing_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     tracker = FakeTracker(
         api_token=secrets.token_urlsafe(16),
@@ -69,7 +75,7 @@ def deployment() -> Iterator[Deployment]:
         env = {
             "HOOKSYNC_VAR_DIR": str(Path(folder) / "var"),
             "HOOKSYNC_REDIS_URL": "",  # the embedded default
-            "HOOKSYNC_DATABASE_URL": "",  # SQLite under the var dir
+            "HOOKSYNC_DATABASE_URL": database_url,
             "HOOKSYNC_PORT": str(free_port()),
             "HOOKSYNC_SECRET_KEY": api_key,
             "HOOKSYNC_WEBHOOK_SIGNING_KEY": signing_key,
