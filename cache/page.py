@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, or_, select, type_coerce
@@ -30,6 +30,7 @@ __all__ = [
     "MAX_IDS",
     "MAX_LIMIT",
     "RecordsPage",
+    "format_optional_time",
     "format_time",
     "list_page",
     "time_reader",
@@ -195,8 +196,14 @@ def _to_nango(
 
 
 def format_time(value: datetime) -> str:
-    """The one timestamp format of the records API: ``2026-11-26T12:00:00.123456+00:00``."""
-    return value.isoformat(timespec="microseconds")
+    """The one timestamp format of the API: UTC with microseconds,
+    ``2026-11-26T12:00:00.123456+00:00``."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def format_optional_time(value: datetime | None) -> str | None:
+    """``format_time``, or None for a timestamp that is not set (``deleted_at``, …)."""
+    return None if value is None else format_time(value)
 
 
 def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:

@@ -242,6 +242,11 @@ def _port_is_free(port: int) -> bool:
             return False
 
 
+def _stop_like_ctrl_c(_signum: int, _frame: Any) -> None:
+    """SIGTERM (e.g. from a process manager) stops the demo the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=None, help="stop after N seconds")
@@ -256,8 +261,7 @@ def main() -> int:
         print(f"port {args.port} is busy; using {port}", flush=True)
     var_dir = args.var_dir.resolve()
     shutil.rmtree(var_dir, ignore_errors=True)  # every demo starts from an empty cache
-    # SIGTERM (e.g. from a process manager) stops the demo like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     demo = Demo(port, var_dir)
     try:
         demo.run(args.duration)

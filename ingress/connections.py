@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -26,6 +25,7 @@ from cache.credentials import (
 )
 from cache.db import read_scope, session_scope
 from cache.models import Connection, utcnow
+from cache.page import format_optional_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
 from ingress.params import (
@@ -156,9 +156,9 @@ def connection_to_json(row: Connection) -> dict[str, Any]:
         "connection_id": row.connection_id,
         "provider_config_key": row.provider_config_key,
         "provider": row.provider_config_key,
-        "created": _iso(row.created_at),
-        "created_at": _iso(row.created_at),
-        "updated_at": _iso(row.updated_at),
+        "created": format_optional_time(row.created_at),
+        "created_at": format_optional_time(row.created_at),
+        "updated_at": format_optional_time(row.updated_at),
         "metadata": row.metadata_json or {},
     }
 
@@ -210,7 +210,3 @@ def _exists(key: str, connection_id: str) -> BadInputError:
         code="connection_exists",
         field="connection_id",
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")

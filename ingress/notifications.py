@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from cache.db import read_scope, session_scope
 from cache.models import Notification, utcnow
+from cache.page import format_optional_time
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from workers.notify import list_endpoints, list_notifications, redact_url, retry_notification
@@ -53,7 +54,7 @@ def endpoints_view() -> Response:
                 {
                     "url": redact_url(status.url),
                     "state": status.state,
-                    "gone_at": _iso(status.gone_at),
+                    "gone_at": format_optional_time(status.gone_at),
                     "gone_status": status.gone_status,
                 }
                 for status in statuses
@@ -99,17 +100,15 @@ def describe_notification(row: Notification) -> dict[str, Any]:
         "webhook_id": row.webhook_id,
         "state": row.state,
         "attempts": row.attempts,
-        "next_attempt_at": _iso(row.next_attempt_at) if row.state == "pending" else None,
+        "next_attempt_at": format_optional_time(row.next_attempt_at)
+        if row.state == "pending"
+        else None,
         "last_status": row.last_status,
         "last_error": row.last_error,
-        "created_at": _iso(row.created_at),
-        "delivered_at": _iso(row.delivered_at),
+        "created_at": format_optional_time(row.created_at),
+        "delivered_at": format_optional_time(row.delivered_at),
         "body": json.loads(row.body),
     }
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def _parse_limit(raw: str | None) -> int:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from cache.db import read_scope, session_scope
 from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
-from cache.page import format_time
+from cache.page import format_optional_time
 from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from config.integrations import SyncConfig
@@ -298,8 +298,8 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
         "name": sync.name,
         "status": _status_word(schedule, latest, finished),
         "type": (latest.sync_type if latest else "INITIAL"),
-        "finishedAt": _time(finished.finished_at if finished else None),
-        "nextScheduledSyncAt": _time(schedule.next_run_at if schedule else None),
+        "finishedAt": format_optional_time(finished.finished_at if finished else None),
+        "nextScheduledSyncAt": format_optional_time(schedule.next_run_at if schedule else None),
         "frequency": sync.runs
         if not (schedule and schedule.frequency_seconds)
         else _every(frequency_seconds),
@@ -350,10 +350,6 @@ def _every(seconds: int) -> str:
         if seconds % size == 0:
             return f"every {seconds // size}{unit}"
     return f"every {seconds}s"
-
-
-def _time(value: Any) -> str | None:
-    return None if value is None else format_time(value)
 
 
 def _enqueue(ctx: AppContext, run_ids: list[int]) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from cache.db import read_scope, session_scope
 from cache.models import WebhookEvent, WebhookState
+from cache.page import format_optional_time, format_time
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
@@ -151,7 +152,7 @@ def build_event(
             name.lower(): value for name, value in headers if name.lower() not in _DROPPED_HEADERS
         },
         "body_b64": base64.b64encode(raw).decode("ascii"),
-        "received_at": received.astimezone(UTC).isoformat(timespec="microseconds"),
+        "received_at": format_time(received),
     }
 
 
@@ -205,8 +206,8 @@ def event_to_json(row: WebhookEvent) -> dict[str, Any]:
         "delivery_id": row.delivery_id,
         "event_type": row.event_type,
         "state": row.state,
-        "received_at": _iso(row.received_at),
-        "routed_at": _iso(row.routed_at),
+        "received_at": format_optional_time(row.received_at),
+        "routed_at": format_optional_time(row.routed_at),
         "runs_count": row.runs_count,
         "error": row.error,
     }
@@ -258,7 +259,3 @@ def _parse_limit(raw: str | None) -> int:
             field="limit",
         )
     return value
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")

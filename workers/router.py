@@ -35,6 +35,7 @@ from cache.models import (
     WebhookState,
     utcnow,
 )
+from cache.page import format_time
 from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from workers.routing import EventPlan, EventRoute, plan_event
@@ -190,7 +191,7 @@ def _route(
             row,
             WebhookState.DUPLICATE,
             f"delivery id {duplicate_of.delivery_id!r} was already received as event "
-            f"{duplicate_of.event_id} at {_iso(duplicate_of.seen_at)} (kept 7 days)",
+            f"{duplicate_of.event_id} at {format_time(duplicate_of.seen_at)} (kept 7 days)",
         )
 
     lease = now + timedelta(seconds=ctx.settings.lease_seconds)
@@ -343,7 +344,3 @@ def _new_event_row(event_id: str, event: Mapping[str, Any]) -> WebhookEvent:
         received_at=received_at,
         runs_count=0,
     )
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
