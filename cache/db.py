@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import ConfigError
@@ -31,6 +31,7 @@ __all__ = [
     "make_engine",
     "make_sessionmaker",
     "migrate",
+    "rows_matched",
     "read_scope",
     "session_scope",
 ]
@@ -73,6 +74,11 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
         else:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def rows_matched(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched: how a conditional UPDATE tells who won a claim."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

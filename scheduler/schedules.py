@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Result, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cache.db import rows_matched
 from cache.models import (
     Connection,
     RunKind,
@@ -195,7 +196,7 @@ def claim_due(
             lease_seconds=lease_seconds,
             options={},
         )
-        won = _rowcount(
+        won = rows_matched(
             session.execute(
                 update(Schedule)
                 .where(
@@ -269,7 +270,7 @@ def trigger(
         values: dict[str, Any] = {"active_run_id": run.id}
         if reset:
             values["last_sync_date"] = None
-        won = _rowcount(
+        won = rows_matched(
             session.execute(
                 update(Schedule)
                 .where(Schedule.id == schedule.id, Schedule.active_run_id.is_(None))
@@ -493,8 +494,3 @@ def _sync(integration: IntegrationConfig, name: str) -> SyncConfig:
             field="syncs",
         )
     return sync
-
-
-def _rowcount(result: Result[Any]) -> int:
-    """Rows matched by an UPDATE (who won a claim)."""
-    return cast("CursorResult[Any]", result).rowcount

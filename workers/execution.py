@@ -22,13 +22,13 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cache.credentials import decrypt_credentials
-from cache.db import session_scope
+from cache.db import rows_matched, session_scope
 from cache.lock import connection_lock
 from cache.models import (
     Connection,
@@ -152,26 +152,27 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> _
     now = utcnow()
     lease = timedelta(seconds=ctx.settings.lease_seconds)
     with session_scope(ctx.sessions) as session:
-        won = _rowcount(
-            session,
-            update(SyncRun)
-            .where(
-                SyncRun.id == run_id,
-                or_(
-                    SyncRun.state == RunState.QUEUED.value,
-                    and_(
-                        SyncRun.state == RunState.RUNNING.value,
-                        or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
+        won = rows_matched(
+            session.execute(
+                update(SyncRun)
+                .where(
+                    SyncRun.id == run_id,
+                    or_(
+                        SyncRun.state == RunState.QUEUED.value,
+                        and_(
+                            SyncRun.state == RunState.RUNNING.value,
+                            or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
+                        ),
                     ),
-                ),
+                )
+                .values(
+                    state=RunState.RUNNING.value,
+                    attempts=SyncRun.attempts + 1,
+                    started_at=now,
+                    lease_expires_at=now + lease,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .values(
-                state=RunState.RUNNING.value,
-                attempts=SyncRun.attempts + 1,
-                started_at=now,
-                lease_expires_at=now + lease,
-            )
-            .execution_options(synchronize_session=False),
         )
         if won != 1:
             return None
@@ -203,10 +204,6 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> _
             metadata=dict(connection.metadata_json or {}),
             last_sync_date=last_sync_date,
         )
-
-
-def _rowcount(session: Session, statement: Any) -> int:
-    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def _poll_type(
@@ -290,16 +287,17 @@ class LeaseHeartbeat:
         """Extend the lease once; False when this attempt no longer owns the run."""
         now = utcnow()
         with session_scope(self._ctx.sessions) as session:
-            owned = _rowcount(
-                session,
-                update(SyncRun)
-                .where(
-                    SyncRun.id == self.run_id,
-                    SyncRun.state == RunState.RUNNING.value,
-                    SyncRun.attempts == self.attempt,
+            owned = rows_matched(
+                session.execute(
+                    update(SyncRun)
+                    .where(
+                        SyncRun.id == self.run_id,
+                        SyncRun.state == RunState.RUNNING.value,
+                        SyncRun.attempts == self.attempt,
+                    )
+                    .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
+                    .execution_options(synchronize_session=False)
                 )
-                .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-                .execution_options(synchronize_session=False),
             )
         return owned == 1
 

@@ -31,15 +31,15 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from sqlalchemy import CursorResult, Result, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cache.db import session_scope
+from cache.db import rows_matched, session_scope
 from cache.models import (
     AppEndpoint,
     Connection,
@@ -413,7 +413,7 @@ def deliver(
     started = now or utcnow()
     lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
     with session_scope(ctx.sessions) as session:
-        claimed = _rowcount(
+        claimed = rows_matched(
             session.execute(
                 update(Notification)
                 .where(
@@ -542,7 +542,7 @@ def _record_outcome(
                 state=NotificationState.GONE.value,
                 last_error=f"{attempt.error}; not retried: the app answered 410 for this URL",
             )
-        updated = _rowcount(
+        updated = rows_matched(
             session.execute(
                 update(Notification)
                 .where(*condition)
@@ -603,7 +603,7 @@ def _stop_pending(
     Rows another worker is sending right now (their lease runs past ``now``) are left to
     that worker: ``_record_outcome`` stops them unless the attempt delivered them.
     """
-    stopped = _rowcount(
+    stopped = rows_matched(
         session.execute(
             update(Notification)
             .where(
@@ -710,7 +710,7 @@ def retry_notification(
             code="not_retryable",
         )
     if row.state in (NotificationState.FAILED.value, NotificationState.GONE.value):
-        reenabled = _rowcount(
+        reenabled = rows_matched(
             session.execute(
                 update(AppEndpoint)
                 .where(AppEndpoint.url == row.url, AppEndpoint.gone_at.is_not(None))
@@ -730,8 +730,3 @@ def retry_notification(
         row.lease_expires_at = dispatch_marker(now)  # the caller enqueues it
         session.flush()
     return row
-
-
-def _rowcount(result: Result[Any]) -> int:
-    """Rows matched by an UPDATE or DELETE (what decides who won a claim)."""
-    return cast("CursorResult[Any]", result).rowcount
