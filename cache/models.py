@@ -235,6 +235,8 @@ class SyncRun(Base):
     __table_args__ = (
         Index("ix_sync_runs_lease", "state", "lease_expires_at"),
         Index("ix_sync_runs_connection", "connection_pk", "sync_name", "id"),
+        # Finishing a webhook run counts its event's unfinished runs (migration 0003).
+        Index("ix_sync_runs_event", "webhook_event_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
