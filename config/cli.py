@@ -7,13 +7,14 @@
     hooksync check [--json] validate the integrations file and every script
     hooksync redis start|stop|url   the embedded Redis (when HOOKSYNC_REDIS_URL is unset)
 
-Start-up problems (a bad variable, an unmigrated database, an invalid nango.yaml) end the
-process with one line on stderr and exit status 2.
+Start-up problems (a bad variable, an unmigrated database, an invalid nango.yaml, a module
+the installation lacks) end the process with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -23,7 +24,43 @@ from config.errors import ConfigError
 from config.integrations import Integrations, Problem
 from config.settings import Settings, load_settings
 
-__all__ = ["main"]
+__all__ = ["check_imports", "main"]
+
+#: kombu's Redis transport. kombu imports it only on the first connection, and it needs the
+#: celery[redis] extra (``packaging``, a recent ``redis``).
+TRANSPORT = "kombu.transport.redis"
+
+#: What each long-running process loads after ``exec``, imported before it: a module missing
+#: there would otherwise surface late and misleadingly (the web answered webhooks with 503
+#: "is Redis running?" for a missing ``packaging``). Module -> what it is, for the message;
+#: ``redis`` before the transport, which fails obscurely without it (AttributeError).
+STARTUP_IMPORTS: dict[str, dict[str, str]] = {
+    "web": {
+        "redis": "the Redis client",
+        TRANSPORT: "Celery's Redis transport",
+        "gunicorn.app.wsgiapp": "gunicorn",
+        "ingress.app": "the web application",
+    },
+    "worker": {
+        "redis": "the Redis client",
+        TRANSPORT: "Celery's Redis transport",
+        "workers.celery_app": "the Celery application",
+        "workers.tasks": "the Celery tasks",
+    },
+    "beat": {
+        "redis": "the Redis client",
+        TRANSPORT: "Celery's Redis transport",
+        "workers.celery_app": "the Celery application",
+    },
+}
+
+
+class InstallError(ConfigError):
+    """A module a process needs cannot be imported: the installation is at fault, not Redis."""
+
+    def __init__(self, process: str, message: str) -> None:
+        super().__init__(message)
+        self.process = process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,14 +68,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
+    except InstallError as error:
+        print(f"hooksync {error.process}: {error}", file=sys.stderr)
+        return 2
     except ConfigError as error:
         print(f"hooksync: {error}", file=sys.stderr)
         return 2
+    except ImportError as error:
+        # Whatever the command imports itself: alembic for migrate, a database driver, …
+        print(f"hooksync {args.command}: {_describe(error, None)}", file=sys.stderr)
+        return 2
+
+
+def check_imports(process: str) -> None:
+    """Import what ``process`` loads after ``exec``, so a gap in the install is named.
+
+    Args:
+        process: ``web``, ``worker`` or ``beat``.
+
+    Raises:
+        InstallError: A module cannot be imported; the message names it and the fix.
+    """
+    for module, what in STARTUP_IMPORTS[process].items():
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            message = _describe(error, f"{what} ({module})", is_transport=module == TRANSPORT)
+            raise InstallError(process, message) from error
+
+
+def _describe(error: ImportError, what: str | None, *, is_transport: bool = False) -> str:
+    """One line naming the module that failed to import, and the fix."""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        cause = f"module {error.name!r} is not installed"
+    else:  # e.g. "cannot import name 'X' from 'y'": a broken or mismatched package
+        cause = f"{type(error).__name__}: {error}"
+    loading = f"cannot load {what}: " if what else ""
+    if is_transport:
+        return (
+            f"{loading}{cause} (an incomplete installation, not a Redis connection problem); "
+            "reinstall hooksync with its dependencies: pip install <hooksync wheel or source "
+            "folder> (Celery's Redis support is the celery[redis] extra)"
+        )
+    return (
+        f"{loading}{cause} (an incomplete installation); reinstall hooksync with its "
+        "dependencies: pip install <hooksync wheel or source folder>"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hooksync", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="command")
+    commands = parser.add_subparsers(required=True, metavar="command", dest="command")
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
 
@@ -93,6 +173,7 @@ def _assert_ready(settings: Settings) -> None:
 
 def _web(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_imports("web")
     _assert_ready(settings)
     _export_redis_url(settings)
     bind = f"{settings.host}:{settings.port}"
@@ -105,6 +186,7 @@ def _web(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_imports("worker")
     _assert_ready(settings)
     _export_redis_url(settings)
     command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
@@ -117,6 +199,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _beat(_args: argparse.Namespace) -> int:
     settings = load_settings()
+    check_imports("beat")
     _assert_ready(settings)
     _export_redis_url(settings)
     # The beat schedule lives in memory (workers.celery_app): several beats share no file.
