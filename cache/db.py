@@ -8,10 +8,20 @@ writes can fail with "database is locked" no matter how long the timeout.
 Read-only work uses ``read_scope`` instead: its transaction starts with a plain deferred
 ``BEGIN``, which takes no write lock, so in WAL mode it reads a snapshot at once instead of
 queueing behind writers (and writers never queue behind it).
+
+SQLite writers of all our processes also queue on an ``flock`` of a file beside the
+database (``session_scope``) before ``BEGIN IMMEDIATE``. SQLite's own wait for a busy
+database is a sleep-and-retry loop (sleeps of up to 100 ms each), so two processes writing
+small transactions back to back spend most of their time asleep; the kernel hands an flock
+to the next waiter the moment it is released. SQLite's lock stays the guarantee; the flock
+only orders the queue.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,8 +98,61 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    with factory() as session, session.begin():
+    with _sqlite_write_queue(factory), factory() as session, session.begin():
         yield session
+
+
+class _WriteQueue(threading.local):
+    """How deep this thread holds each writer lock (``session_scope`` may nest)."""
+
+    def __init__(self) -> None:
+        self.depth: dict[str, int] = {}
+
+
+_write_queue = _WriteQueue()
+
+
+@contextmanager
+def _sqlite_write_queue(factory: sessionmaker[Session]) -> Iterator[None]:
+    """Hold the database's writer flock for the block (SQLite files only; see above)."""
+    path = _sqlite_path(factory.kw.get("bind"))
+    if path is None:
+        yield
+        return
+    lock_path = path + ".writers"
+    depth = _write_queue.depth.get(lock_path, 0)
+    if depth:
+        # Nested in a scope of this thread that holds it: a second open file's flock would
+        # wait for our own, so the outer scope keeps holding it.
+        _write_queue.depth[lock_path] = depth + 1
+        try:
+            yield
+        finally:
+            _write_queue.depth[lock_path] = depth
+        return
+    # Opened per transaction (two cheap syscalls): flock belongs to the open file, so each
+    # thread and each forked process must wait on a file of its own.
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _write_queue.depth[lock_path] = 1
+        try:
+            yield
+        finally:
+            _write_queue.depth[lock_path] = 0
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _sqlite_path(engine: Any) -> str | None:
+    """The database file of a SQLite engine, None for other databases or in-memory ones."""
+    url = getattr(engine, "url", None)
+    if url is None or url.get_backend_name() != "sqlite":
+        return None
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return str(Path(database).resolve())
 
 
 @contextmanager

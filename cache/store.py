@@ -70,7 +70,15 @@ from cache.models import ModelSeq, Record, TrackingSeen, TrackingWindow, utcnow
 from cache.page import FILTERS, MAX_IDS, MAX_LIMIT, RecordsPage, list_page, time_reader
 from config.errors import BadInputError
 
-__all__ = ["FILTERS", "MAX_IDS", "MAX_LIMIT", "BatchResult", "RecordStore", "RecordsPage"]
+__all__ = [
+    "FILTERS",
+    "MAX_IDS",
+    "MAX_LIMIT",
+    "BatchResult",
+    "PendingWrite",
+    "RecordStore",
+    "RecordsPage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +176,20 @@ class _Plan:
         return self.seq
 
 
+@dataclass(frozen=True)
+class PendingWrite:
+    """A validated batch operation waiting to be written (``RecordStore.prepare``)."""
+
+    operation: Operation
+    connection_pk: int
+    model: str
+    unique: list[PreparedRecord]
+    duplicates: list[str]
+    strategy: MergeStrategy
+    cursor_seq: int | None
+    cursor_key: Any = None
+
+
 #: A row of ``_read_stored``, as the driver returns it:
 #: (id, external_id, data_hash, is_deleted, mod_seq, last_modified_at[, payload]).
 _StoredRow = tuple[Any, ...]
@@ -261,53 +283,111 @@ class RecordStore:
         cursor_seq: int | None,
         now: datetime | None,
     ) -> BatchResult:
+        pending = self.prepare(operation, connection_pk, model, records, strategy, cursor_seq)
+        return self.apply([pending], now=now)[0]
+
+    def prepare(
+        self,
+        operation: Operation,
+        connection_pk: int,
+        model: str,
+        records: Sequence[Any],
+        strategy: MergeStrategy | dict[str, Any] | str = "override",
+        cursor_seq: int | None = None,
+        *,
+        cursor_key: Any = None,
+    ) -> PendingWrite:
+        """Validate a batch without touching the database; ``apply`` writes it.
+
+        Args:
+            cursor_key: Writes given the same key in one ``apply`` are batches of one
+                execution: each one's cursor moves past what the earlier ones wrote.
+
+        Raises:
+            BadInputError: a bad record or model; nothing of the batch will be written.
+        """
         merge_strategy = parse_strategy(strategy)
         if merge_strategy.name == "ignore_if_modified_after" and cursor_seq is None:
             raise ValueError("ignore_if_modified_after needs the execution's cursor_seq")
         prepared = validate_batch(records, model, self.max_record_bytes)
         unique, duplicates = split_duplicates(prepared)
+        return PendingWrite(
+            operation, connection_pk, model, unique, duplicates, merge_strategy, cursor_seq,
+            cursor_key,
+        )  # fmt: skip
+
+    def apply(
+        self, writes: Sequence[PendingWrite], *, now: datetime | None = None
+    ) -> list[BatchResult]:
+        """Write prepared batches in order, all in one transaction.
+
+        Each batch is decided against what the earlier ones wrote, exactly as if each had
+        been its own transaction run back to back (the coalesced webhook executions of
+        ``workers.coalesce`` rely on this); the hold on each model's counter row lasts to
+        the commit.
+        """
         now = _aware(now)
-        if not unique:
-            return BatchResult(duplicate_ids=duplicates)
+        results: list[BatchResult] = []
+        cursors: dict[Any, int] = {}
+        needs_analyze = False
+        if not any(write.unique for write in writes):
+            return [BatchResult(duplicate_ids=write.duplicates) for write in writes]
         with session_scope(self._sessions) as session:
             conn = session.connection()
-            start = _lock_seq(conn, connection_pk, model)
-            need_payload = operation is Operation.UPDATE or merge_strategy.needs_stored_payload
-            stored = _read_stored(
-                conn, connection_pk, model, [item.external_id for item in unique], need_payload
-            )
-            plan = self._plan(operation, unique, stored, merge_strategy, cursor_seq, now, start)
-            if plan.updates or plan.undeletes or plan.deletes:
-                to_time = time_reader(conn.dialect)
-                for row in itertools.chain(plan.updates, plan.undeletes, plan.deletes):
-                    row["p_time"] = max(now, to_time(row["p_time"]) + _TICK)
-            if plan.inserts:
-                _insert_records(conn, connection_pk, model, now, plan.inserts)
-            for statement, rows in (
-                (_UPDATE, plan.updates),
-                (_UNDELETE, plan.undeletes),
-                (_DELETE, plan.deletes),
-            ):
-                if rows:
-                    conn.execute(statement, rows)
-            if plan.seq != start:
-                _set_seq(conn, connection_pk, model, plan.seq)
-            if plan.seen:
-                _mark_seen(conn, connection_pk, model, plan.seen)
-            needs_analyze = bool(plan.inserts) and self._has_outgrown_statistics(
-                conn, len(plan.inserts)
-            )
+            for write in writes:
+                cursor = write.cursor_seq
+                if write.cursor_key is not None and cursor is not None:
+                    cursor = max(cursor, cursors.get(write.cursor_key, cursor))
+                result, inserted = self._apply_one(conn, write, cursor, now)
+                if write.cursor_key is not None and result.max_seq is not None:
+                    cursors[write.cursor_key] = max(cursor or 0, result.max_seq)
+                results.append(result)
+                if inserted:
+                    needs_analyze = self._has_outgrown_statistics(conn, inserted) or needs_analyze
         if needs_analyze:
             self._analyze()
-        return BatchResult(
+        return results
+
+    def _apply_one(
+        self, conn: DBConnection, write: PendingWrite, cursor_seq: int | None, now: datetime
+    ) -> tuple[BatchResult, int]:
+        if not write.unique:
+            return BatchResult(duplicate_ids=write.duplicates), 0
+        operation, connection_pk, model = write.operation, write.connection_pk, write.model
+        merge_strategy, unique = write.strategy, write.unique
+        start = _lock_seq(conn, connection_pk, model)
+        need_payload = operation is Operation.UPDATE or merge_strategy.needs_stored_payload
+        stored = _read_stored(
+            conn, connection_pk, model, [item.external_id for item in unique], need_payload
+        )
+        plan = self._plan(operation, unique, stored, merge_strategy, cursor_seq, now, start)
+        if plan.updates or plan.undeletes or plan.deletes:
+            to_time = time_reader(conn.dialect)
+            for row in itertools.chain(plan.updates, plan.undeletes, plan.deletes):
+                row["p_time"] = max(now, to_time(row["p_time"]) + _TICK)
+        if plan.inserts:
+            _insert_records(conn, connection_pk, model, now, plan.inserts)
+        for statement, rows in (
+            (_UPDATE, plan.updates),
+            (_UNDELETE, plan.undeletes),
+            (_DELETE, plan.deletes),
+        ):
+            if rows:
+                conn.execute(statement, rows)
+        if plan.seq != start:
+            _set_seq(conn, connection_pk, model, plan.seq)
+        if plan.seen:
+            _mark_seen(conn, connection_pk, model, plan.seen)
+        result = BatchResult(
             added=len(plan.inserts) + len(plan.undeletes),
             updated=len(plan.updates),
             deleted=len(plan.deletes),
             unchanged=plan.unchanged,
             skipped=plan.skipped,
-            duplicate_ids=duplicates,
+            duplicate_ids=write.duplicates,
             max_seq=plan.seq if plan.seq != start else None,
         )
+        return result, len(plan.inserts)
 
     def _plan(
         self,

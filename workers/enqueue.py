@@ -1,9 +1,11 @@
 """Put work on the Redis transport by task name: callers need no task imports.
 
-Only ids and the raw webhook event travel (JSON). A lost message never loses work: the
-database row keeps its state and the sweeper re-enqueues it. The exception is the webhook
-event, which has no row until a worker routes it, so ``enqueue_webhook`` reports a failed
-publish and the receiver answers 503 for the sender to retry.
+Only ids travel (JSON). A lost message never loses work: the database row keeps its state
+and the sweeper re-enqueues it. A received webhook has no row until a worker routes it, so
+it does not travel as a Celery message at all: ``enqueue_webhook`` stores it in the durable
+inbox (``workers.inbox``) and sends a ``hooksync.drain_inbox`` wake-up only when no drain is
+already due to read it. A failed store raises, and the receiver answers 503 for the sender
+to retry.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from config.context import AppContext
-from config.errors import RetriableError
+from config.errors import ConfigError, HooksyncError, RetriableError
+from workers import inbox
 from workers.celery_app import celery_for
 
 __all__ = [
+    "DRAIN_INBOX",
     "ROUTE_WEBHOOK",
     "RUN_SYNC",
     "DELIVER_NOTIFICATION",
@@ -25,11 +29,13 @@ __all__ = [
     "enqueue_runs",
     "enqueue_tick",
     "enqueue_webhook",
+    "wake_drain",
 ]
 
 logger = logging.getLogger(__name__)
 
 ROUTE_WEBHOOK = "hooksync.route_webhook"
+DRAIN_INBOX = "hooksync.drain_inbox"
 RUN_SYNC = "hooksync.run_sync"
 DELIVER_NOTIFICATION = "hooksync.deliver_notification"
 TICK = "hooksync.tick"
@@ -44,20 +50,58 @@ def _send(ctx: AppContext, name: str, args: list[Any]) -> None:
     celery = celery_for(ctx)
     try:
         celery.send_task(name, args=args, retry=False)
+    except ImportError as error:
+        # Not a broker problem: the install lacks a module the transport needs.
+        missing = (
+            f"module {error.name!r} is not installed"
+            if error.name
+            else f"{type(error).__name__}: {error}"
+        )
+        raise ConfigError(
+            f"could not queue {name}: Celery's Redis transport cannot be loaded: {missing} "
+            "(an incomplete installation, not a Redis connection problem); reinstall hooksync "
+            "with its dependencies: pip install <hooksync wheel or source folder> (Celery's "
+            "Redis support is the celery[redis] extra)"
+        ) from error
     except Exception as error:  # kombu, redis-py and socket errors have no common base
         raise RetriableError(
-            f"could not queue {name}: the Redis broker did not accept the message "
-            f"({type(error).__name__}); is Redis running at the configured URL?"
+            f"could not queue {name}: the Redis broker at {_redacted(ctx.redis_url)!r} did not "
+            f"accept the message ({type(error).__name__}: {error}); is Redis running and "
+            "reachable there?"
         ) from error
 
 
+def _redacted(url: str) -> str:
+    """The broker URL without its credentials."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}"
+
+
 def enqueue_webhook(ctx: AppContext, event: dict[str, Any]) -> None:
-    """Queue a received webhook for routing.
+    """Store a received webhook in the durable inbox and wake a drain if none is due.
+
+    Returns once Redis acknowledged the entry. A wake-up that cannot be sent is only
+    logged: the entry is stored, and the beat tick drains the inbox anyway.
 
     Raises:
-        RetriableError: Redis did not acknowledge the message; the caller answers 503.
+        RetriableError: Redis did not acknowledge the entry; the caller answers 503.
     """
-    _send(ctx, ROUTE_WEBHOOK, [event])
+    if inbox.push(ctx.redis, event):
+        try:
+            wake_drain(ctx)
+        except HooksyncError as error:
+            logger.warning(
+                "webhook %s stored, but no drain woken (%s); the tick drains it", event["id"], error
+            )
+
+
+def wake_drain(ctx: AppContext) -> None:
+    """Send a ``hooksync.drain_inbox`` wake-up.
+
+    Raises:
+        RetriableError: Redis did not accept it.
+    """
+    _send(ctx, DRAIN_INBOX, [])
 
 
 def enqueue_runs(ctx: AppContext, run_ids: Iterable[int]) -> None:

@@ -16,6 +16,7 @@ the same run (at-least-once delivery):
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import traceback
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from cache.credentials import decrypt_credentials
@@ -41,7 +42,7 @@ from cache.models import (
     WebhookState,
     utcnow,
 )
-from cache.store import RecordStore
+from cache.store import PendingWrite, RecordStore
 from config.context import AppContext
 from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
 from config.integrations import Integrations, ProviderConfig, SyncConfig
@@ -49,7 +50,19 @@ from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, s
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
 from workers.scripts import load_function, script_path
 
-__all__ = ["LeaseHeartbeat", "LeaseLost", "classify_error", "execute_run"]
+__all__ = [
+    "Claim",
+    "LeaseHeartbeat",
+    "LeaseLost",
+    "Outcome",
+    "build_runtime",
+    "classify_error",
+    "close_failed",
+    "decrypt_cached",
+    "execute_run",
+    "finish_runs",
+    "resolve_sync",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +75,7 @@ class LeaseLost(RetriableError):
 
 
 @dataclass(frozen=True)
-class _Claim:
+class Claim:
     """What the claim transaction read; everything the execution needs outside of it."""
 
     run_id: int
@@ -83,7 +96,7 @@ class _Claim:
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class Outcome:
     results: dict[str, dict[str, int]]
     sync_type: str
     error_type: str | None = None
@@ -148,7 +161,7 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
 # -- claim ------------------------------------------------------------------------------------
 
 
-def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> _Claim | None:
+def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> Claim | None:
     now = utcnow()
     lease = timedelta(seconds=ctx.settings.lease_seconds)
     with session_scope(ctx.sessions) as session:
@@ -187,7 +200,7 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> _
         last_sync_date = None
         if run.kind == RunKind.POLL.value:
             run.sync_type, last_sync_date = _poll_type(session, run, connection, integrations)
-        return _Claim(
+        return Claim(
             run_id=run.id,
             attempt=run.attempts,
             kind=run.kind,
@@ -233,7 +246,7 @@ def _poll_type(
 
 
 class LeaseHeartbeat:
-    """Extends a running run's lease from a background thread.
+    """Extends the leases of running runs from a background thread.
 
     Args:
         ctx: For the database.
@@ -241,6 +254,8 @@ class LeaseHeartbeat:
         attempt: The claim's ``attempts`` value: the fencing token.
         lease_seconds: Each beat sets the lease to now + this.
         interval: Seconds between beats (default a third of the lease).
+        more: Further ``{run_id: attempt}`` beaten with it (a coalesced batch); the
+            heartbeat counts as lost as soon as any of them was taken away.
     """
 
     def __init__(
@@ -251,10 +266,12 @@ class LeaseHeartbeat:
         lease_seconds: float,
         *,
         interval: float | None = None,
+        more: dict[int, int] | None = None,
     ) -> None:
         self._ctx = ctx
         self.run_id = run_id
         self.attempt = attempt
+        self.runs = {run_id: attempt, **(more or {})}
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else lease_seconds / 3
         self._stop = threading.Event()
@@ -281,25 +298,33 @@ class LeaseHeartbeat:
             raise LeaseLost(
                 f"run {self.run_id} (attempt {self.attempt}) lost its lease: it was re-queued "
                 "or cancelled while this worker was running it"
+                if len(self.runs) == 1
+                else f"a run of the batch of {len(self.runs)} led by run {self.run_id} lost "
+                "its lease: it was re-queued or cancelled while this worker was running it"
             )
 
     def beat(self) -> bool:
-        """Extend the lease once; False when this attempt no longer owns the run."""
+        """Extend the leases once; False when this worker no longer owns every run."""
         now = utcnow()
+        by_attempt: dict[int, list[int]] = {}
+        for run_id, attempt in self.runs.items():
+            by_attempt.setdefault(attempt, []).append(run_id)
+        owned = 0
         with session_scope(self._ctx.sessions) as session:
-            owned = rows_matched(
-                session.execute(
-                    update(SyncRun)
-                    .where(
-                        SyncRun.id == self.run_id,
-                        SyncRun.state == RunState.RUNNING.value,
-                        SyncRun.attempts == self.attempt,
+            for attempt, run_ids in by_attempt.items():
+                owned += rows_matched(
+                    session.execute(
+                        update(SyncRun)
+                        .where(
+                            SyncRun.id.in_(run_ids),
+                            SyncRun.state == RunState.RUNNING.value,
+                            SyncRun.attempts == attempt,
+                        )
+                        .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
+                        .execution_options(synchronize_session=False)
                     )
-                    .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-                    .execution_options(synchronize_session=False)
                 )
-            )
-        return owned == 1
+        return owned == len(self.runs)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -317,11 +342,11 @@ class LeaseHeartbeat:
 
 def _execute(
     ctx: AppContext,
-    claim: _Claim,
+    claim: Claim,
     integrations: Integrations | None,
     config_error: HooksyncError | None,
     heartbeat: LeaseHeartbeat,
-) -> _Outcome:
+) -> Outcome:
     runtime: NangoRuntime | None = None
     secrets: list[str] = []
     path: Path | None = None
@@ -329,11 +354,11 @@ def _execute(
         if config_error is not None:
             raise config_error
         assert integrations is not None
-        provider, sync = _resolve(ctx, integrations, claim)
+        provider, sync = resolve_sync(ctx, integrations, claim)
         path = script_path(ctx.settings.integrations_dir, claim.provider_config_key, sync.name)
-        credentials = decrypt_credentials(ctx.settings.encryption_key, claim.credentials_encrypted)
+        credentials = dict(decrypt_cached(ctx.settings.encryption_key, claim.credentials_encrypted))
         secrets = secret_values(credentials)
-        runtime = _build_runtime(ctx, claim, provider, sync, credentials, heartbeat)
+        runtime = build_runtime(ctx, claim, provider, sync, credentials, heartbeat)
         if claim.kind == RunKind.WEBHOOK.value:
             handler = load_function(
                 ctx.settings.integrations_dir,
@@ -353,10 +378,10 @@ def _execute(
             fetch_data(runtime)
         heartbeat.check()
         runtime.close_tracking(success=True)
-        return _Outcome(runtime.results, runtime.sync_type)
+        return Outcome(runtime.results, runtime.sync_type)
     except Exception as error:
         if runtime is not None:
-            _close_failed(runtime, claim.run_id)
+            close_failed(runtime, claim.run_id)
         if isinstance(error, LeaseLost):
             raise
         if heartbeat.is_lost:  # the script failed because the run was taken away
@@ -371,14 +396,14 @@ def _execute(
             redact("".join(traceback.format_exception(error)), secrets),
         )
         results = runtime.results if runtime is not None else {}
-        return _Outcome(results, claim.sync_type, error_type, message)
+        return Outcome(results, claim.sync_type, error_type, message)
     finally:
         if runtime is not None:
             runtime.close()
 
 
-def _resolve(
-    ctx: AppContext, integrations: Integrations, claim: _Claim
+def resolve_sync(
+    ctx: AppContext, integrations: Integrations, claim: Claim
 ) -> tuple[ProviderConfig, SyncConfig]:
     integration = integrations.integrations.get(claim.provider_config_key)
     sync = integration.syncs.get(claim.sync_name) if integration else None
@@ -391,15 +416,17 @@ def _resolve(
     return integration.provider, sync
 
 
-def _build_runtime(
+def build_runtime(
     ctx: AppContext,
-    claim: _Claim,
+    claim: Claim,
     provider: ProviderConfig,
     sync: SyncConfig,
     credentials: dict[str, Any],
     heartbeat: LeaseHeartbeat,
+    *,
+    deferred: list[tuple[NangoRuntime, PendingWrite]] | None = None,
 ) -> NangoRuntime:
-    store = RecordStore(ctx.sessions, cursor_key=ctx.settings.secret_key)
+    store = record_store(ctx)
 
     def lock(connection_pk: int) -> Any:
         # A run that lost its lease must stop writing before it takes the lock again.
@@ -432,10 +459,35 @@ def _build_runtime(
         output_models=sync.output,
         lock=lock,
         save_metadata=save_metadata,
+        deferred=deferred,
     )
 
 
-def _close_failed(runtime: NangoRuntime, run_id: int) -> None:
+def record_store(ctx: AppContext) -> RecordStore:
+    """The process's record store (it keeps per-process statistics bookkeeping)."""
+    store = ctx.__dict__.get(_STORE_KEY)
+    if store is None:
+        store = ctx.__dict__[_STORE_KEY] = RecordStore(
+            ctx.sessions, cursor_key=ctx.settings.secret_key
+        )
+    return store  # type: ignore[no-any-return]
+
+
+#: Where ``record_store`` keeps the store of an ``AppContext``.
+_STORE_KEY = "record_store"
+
+
+@functools.lru_cache(maxsize=4096)
+def decrypt_cached(encryption_key: str, credentials_encrypted: str) -> dict[str, Any]:
+    """``decrypt_credentials`` once per (key, ciphertext) in this process.
+
+    New credentials are a new ciphertext (Fernet tokens carry a fresh IV), so an update
+    is never served from the cache. Callers must not mutate the returned dict.
+    """
+    return decrypt_credentials(encryption_key, credentials_encrypted)
+
+
+def close_failed(runtime: NangoRuntime, run_id: int) -> None:
     try:
         runtime.close_tracking(success=False)
     except Exception:
@@ -497,8 +549,8 @@ MAX_TRANSIENT_ATTEMPTS = 5
 MAX_ATTEMPTS = 5
 
 
-def _gave_up(claim: _Claim) -> _Outcome:
-    return _Outcome(
+def _gave_up(claim: Claim) -> Outcome:
+    return Outcome(
         results={},
         sync_type=claim.sync_type,
         error_type="worker_lost",
@@ -514,99 +566,190 @@ def retry_delay(attempt: int) -> int:
     return int(min(300, 5 * 2 ** (attempt - 1)))
 
 
-def _should_retry(outcome: _Outcome, attempt: int) -> bool:
+def _should_retry(outcome: Outcome, attempt: int) -> bool:
     return outcome.error_type == "temporary_error" and attempt < MAX_TRANSIENT_ATTEMPTS
 
 
 def _finish(
-    ctx: AppContext, claim: _Claim, outcome: _Outcome, integrations: Integrations | None
+    ctx: AppContext, claim: Claim, outcome: Outcome, integrations: Integrations | None
 ) -> list[int]:
-    from scheduler.schedules import finish_poll_run
-    from workers.notify import record_completion, record_failure
+    return finish_runs(ctx, [(claim, outcome)], integrations)
 
+
+def finish_runs(
+    ctx: AppContext,
+    finished: list[tuple[Claim, Outcome]],
+    integrations: Integrations | None,
+    *,
+    coalesce: bool = False,
+) -> list[int]:
+    """Record the outcomes of claimed runs in one transaction; return notification ids.
+
+    Each run is fenced by its claim's attempt: an outcome whose run was taken away (its
+    lease ran out and another worker claimed it) is dropped.
+
+    Args:
+        coalesce: The runs are webhook executions run back to back (``workers.coalesce``):
+            the successes of each (connection, sync) make one completion webhook per model
+            with the summed counts, as if one execution had handled all their payloads.
+    """
+    from workers.notify import record_completion
+
+    if not finished:
+        return []
     now = utcnow()
+    ids: list[int] = []
     with session_scope(ctx.sessions) as session:
-        run = session.execute(
-            select(SyncRun).where(SyncRun.id == claim.run_id).with_for_update()
-        ).scalar_one_or_none()
-        if run is None or run.state != RunState.RUNNING.value or run.attempts != claim.attempt:
-            logger.warning(
-                "run %s: attempt %s finished after losing its lease; its outcome is dropped",
-                claim.run_id,
-                claim.attempt,
+        runs = {
+            run.id: run
+            for run in session.scalars(
+                select(SyncRun)
+                .where(SyncRun.id.in_([claim.run_id for claim, _ in finished]))
+                .order_by(SyncRun.id)
+                .with_for_update()
             )
-            return []
-        if _should_retry(outcome, claim.attempt):
-            # A transient failure (lock timeout, Redis or the external API unavailable) must
-            # not lose a webhook's change: the run goes back to the queue and the sweeper
-            # re-enqueues it when this backoff lease runs out. Its batches so far were
-            # committed whole, so the re-run converges.
-            run.state = RunState.QUEUED.value
-            run.lease_expires_at = now + timedelta(seconds=retry_delay(claim.attempt))
-            run.error_type = outcome.error_type
-            run.error = outcome.error
-            logger.warning(
-                "run %s: attempt %s failed transiently (%s); retrying from the queue",
-                claim.run_id,
-                claim.attempt,
-                outcome.error,
+        }
+        # Into the identity map at once (held here: the map keeps only weak references),
+        # since each notification reads its run's connection.
+        connections = session.scalars(
+            select(Connection).where(
+                Connection.id.in_({run.connection_pk for run in runs.values()})
             )
-            return []
-        run.state = (RunState.SUCCESS if outcome.success else RunState.ERROR).value
-        run.sync_type = outcome.sync_type
-        run.finished_at = now
-        run.lease_expires_at = None
-        run.result = outcome.results
-        run.error_type = outcome.error_type
-        run.error = outcome.error
-        session.flush()
-        if outcome.success:
-            ids = record_completion(
-                session, ctx.settings, run, outcome.results, started_at=claim.started_at
+        ).all()
+        successes: dict[tuple[int, str], list[tuple[SyncRun, Claim, Outcome]]] = {}
+        events: set[str] = set()
+        for claim, outcome in finished:
+            run = runs.get(claim.run_id)
+            if run is None or run.state != RunState.RUNNING.value or run.attempts != claim.attempt:
+                logger.warning(
+                    "run %s: attempt %s finished after losing its lease; its outcome is dropped",
+                    claim.run_id,
+                    claim.attempt,
+                )
+                continue
+            if _should_retry(outcome, claim.attempt):
+                _requeue(run, claim, outcome, now)
+                continue
+            _close_run(run, outcome, now)
+            if outcome.success and coalesce:
+                successes.setdefault((run.connection_pk, run.sync_name), []).append(
+                    (run, claim, outcome)
+                )
+            else:
+                ids += _notify_outcome(session, ctx, run, claim, outcome, now, integrations)
+            if run.kind == RunKind.POLL.value:
+                from scheduler.schedules import finish_poll_run
+
+                finish_poll_run(session, run, now, integrations=integrations)
+            if run.webhook_event_id:
+                events.add(run.webhook_event_id)
+        for group in successes.values():
+            summed: dict[str, dict[str, int]] = {}
+            for _, _, outcome in group:
+                for model, counts in outcome.results.items():
+                    total = summed.setdefault(model, {"added": 0, "updated": 0, "deleted": 0})
+                    for name in total:
+                        total[name] += int(counts.get(name, 0))
+            first_start = min(claim.started_at for _, claim, _ in group)
+            ids += record_completion(
+                session, ctx.settings, group[-1][0], summed, started_at=first_start
             )
-        else:
-            ids = record_failure(
-                session,
-                ctx.settings,
-                run,
-                outcome.error_type or "script_error",
-                outcome.error or "",
-                started_at=claim.started_at,
-                failed_at=now,
-                model=_first_output_model(session, run, integrations),
-            )
-        if run.kind == RunKind.POLL.value:
-            finish_poll_run(session, run, now, integrations=integrations)
-        if run.webhook_event_id:
-            _mark_event_processed(session, run.webhook_event_id, run.id)
-    logger.info(
-        "run %s: %s %s",
-        claim.run_id,
-        "success" if outcome.success else f"error ({outcome.error_type})",
-        outcome.results,
-    )
+        if events:
+            session.flush()
+            _mark_events_processed(session, sorted(events))
+        del connections
     return ids
 
 
-def _mark_event_processed(session: Session, event_id: str, run_id: int) -> None:
-    """Mark the event processed when this was its last unfinished run.
+def _requeue(run: SyncRun, claim: Claim, outcome: Outcome, now: datetime) -> None:
+    # A transient failure (lock timeout, Redis or the external API unavailable) must not
+    # lose a webhook's change: the run goes back to the queue and the sweeper re-enqueues
+    # it when this backoff lease runs out. Its batches so far were committed whole, so the
+    # re-run converges.
+    run.state = RunState.QUEUED.value
+    run.lease_expires_at = now + timedelta(seconds=retry_delay(claim.attempt))
+    run.error_type = outcome.error_type
+    run.error = outcome.error
+    logger.warning(
+        "run %s: attempt %s failed transiently (%s); retrying from the queue",
+        claim.run_id,
+        claim.attempt,
+        outcome.error,
+    )
 
-    The event row is locked first, so two of its runs finishing at once serialize here and
-    the second one sees the first as finished (READ COMMITTED re-reads per statement).
+
+def _close_run(run: SyncRun, outcome: Outcome, now: datetime) -> None:
+    run.state = (RunState.SUCCESS if outcome.success else RunState.ERROR).value
+    run.sync_type = outcome.sync_type
+    run.finished_at = now
+    run.lease_expires_at = None
+    run.result = outcome.results
+    run.error_type = outcome.error_type
+    run.error = outcome.error
+    logger.info(
+        "run %s: %s %s",
+        run.id,
+        "success" if outcome.success else f"error ({outcome.error_type})",
+        outcome.results,
+    )
+
+
+def _notify_outcome(
+    session: Session,
+    ctx: AppContext,
+    run: SyncRun,
+    claim: Claim,
+    outcome: Outcome,
+    now: datetime,
+    integrations: Integrations | None,
+) -> list[int]:
+    from workers.notify import record_completion, record_failure
+
+    session.flush()
+    if outcome.success:
+        return record_completion(
+            session, ctx.settings, run, outcome.results, started_at=claim.started_at
+        )
+    return record_failure(
+        session,
+        ctx.settings,
+        run,
+        outcome.error_type or "script_error",
+        outcome.error or "",
+        started_at=claim.started_at,
+        failed_at=now,
+        model=_first_output_model(session, run, integrations),
+    )
+
+
+def _mark_events_processed(session: Session, event_ids: list[str]) -> None:
+    """Mark each event processed once none of its runs is queued or running any more.
+
+    The event rows are locked first (in id order, so two batches cannot deadlock), so two
+    workers finishing runs of one event at once serialize here, and the second one's next
+    statement sees the first one's runs as finished (READ COMMITTED re-reads per statement).
     """
-    event = session.execute(
-        select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update()
-    ).scalar_one_or_none()
-    if event is None or event.state != WebhookState.ROUTED.value:
-        return
-    unfinished = session.scalar(
-        select(func.count())
-        .select_from(SyncRun)
+    session.execute(
+        select(WebhookEvent.id)
+        .where(WebhookEvent.id.in_(event_ids))
+        .order_by(WebhookEvent.id)
+        .with_for_update()
+    ).all()
+    unfinished = (
+        select(SyncRun.id)
         .where(
-            SyncRun.webhook_event_id == event_id,
-            SyncRun.id != run_id,
+            SyncRun.webhook_event_id == WebhookEvent.id,
             SyncRun.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
         )
+        .exists()
     )
-    if not unfinished:
-        event.state = WebhookState.PROCESSED.value
+    session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.id.in_(event_ids),
+            WebhookEvent.state == WebhookState.ROUTED.value,
+            ~unfinished,
+        )
+        .values(state=WebhookState.PROCESSED.value)
+        .execution_options(synchronize_session=False)
+    )

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,16 @@ from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from workers.routing import EventPlan, EventRoute, plan_event
 
-__all__ = ["DEDUPE_WINDOW", "RouteResult", "prune_deliveries", "replay_event", "route_event"]
+__all__ = [
+    "DEDUPE_WINDOW",
+    "RouteResult",
+    "prune_deliveries",
+    "replay_event",
+    "route_event",
+    "route_events",
+]
+
+log = logging.getLogger(__name__)
 
 #: A delivery id seen within this window is a duplicate (providers retry for days).
 DEDUPE_WINDOW = timedelta(days=7)
@@ -59,6 +69,9 @@ class RouteResult:
     notification_ids: tuple[int, ...] = ()
     #: The event's state after routing (a ``WebhookState`` value).
     state: str = WebhookState.RECEIVED.value
+    #: ``run_ids`` were created claimed by the caller (``route_events(claim=True)``): it
+    #: executes them itself instead of enqueueing them.
+    claimed: bool = False
 
 
 def route_event(
@@ -79,51 +92,221 @@ def route_event(
         RetriableError: The database is unreachable; the event was not recorded, so the
             caller must keep the message (re-publish it) rather than acknowledge it away.
     """
+    # A malformed event is the caller's error (the receiver never makes one): raise it.
+    _new_event_row(_event_id(event), event)
+    result = route_events(ctx, [event], now=now)[0]
+    assert result is not None
+    return result
+
+
+def route_events(
+    ctx: AppContext,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    now: datetime | None = None,
+    claim: bool = False,
+) -> list[RouteResult | None]:
+    """Record and route several events in one transaction (the inbox drain's batch).
+
+    The batch is routed in one go: the integration's connections and the delivery ids
+    already seen are read once, and the rows are inserted in one flush. If that fails as a
+    whole (a delivery id claimed by another worker meanwhile, or a value the database
+    refuses, such as a NUL byte in an event type that Postgres text cannot hold), the batch
+    is routed again one event per savepoint, so only the offending event is kept
+    ``rejected`` and the others route as usual.
+
+    Args:
+        events: The receiver's event dicts, in arrival order.
+        now: The routing time (tests); defaults to the current UTC time.
+        claim: Create the new runs already claimed by the caller (``running``, first
+            attempt, a fresh lease) because it executes them right away; a caller that dies
+            first leaves them to the sweeper when the lease runs out, like any claim.
+
+    Returns:
+        One result per event, in order; None for a malformed event (logged, not stored:
+        the receiver never makes one).
+
+    Raises:
+        RetriableError: The database is unreachable; nothing was recorded, so the caller
+            must keep the events (leave them in the inbox) rather than acknowledge them.
+    """
     now = now or utcnow()
-    event_id = _event_id(event)
-    row = _new_event_row(event_id, event)
-    try:
+    results: list[RouteResult | None] = [None] * len(events)
+    parsed: list[tuple[int, str, Mapping[str, Any]]] = []
+    for index, event in enumerate(events):
         try:
-            with session_scope(ctx.sessions) as session:
-                existing = session.get(WebhookEvent, event_id)
-                if existing is not None:
-                    return _already_routed(session, existing)
-                session.add(row)
-                session.flush()
-                return _route(session, ctx, row, now=now, dedupe=True)
-        except IntegrityError:
-            # Two workers got the same message at once; the other inserted the row first.
-            with session_scope(ctx.sessions) as session:
-                existing = session.get(WebhookEvent, event_id)
-                if existing is None:
-                    raise
-                return _already_routed(session, existing)
-    except (OperationalError, InterfaceError) as error:
-        # The database is down or locked: the event exists only in this message, so the
-        # caller must keep it (retry / re-publish), never drop it.
-        raise RetriableError(
-            f"could not record webhook event {event_id}: database unavailable "
-            f"({type(error.orig).__name__ if error.orig is not None else type(error).__name__})"
-        ) from error
-    except SQLAlchemyError as error:
-        # The database refused something routing derived from the body (say a NUL byte in
-        # an event type, which Postgres text cannot hold). Keep the raw event, rejected and
-        # replayable, rather than lose the only copy with the message.
-        return _keep_rejected(ctx, _new_event_row(event_id, event), error)
-
-
-def _keep_rejected(ctx: AppContext, row: WebhookEvent, error: Exception) -> RouteResult:
-    reason = f"could not route: {type(error).__name__}"
-    row.delivery_id = row.id
-    row.state = WebhookState.REJECTED.value
-    row.error = reason
+            parsed.append((index, _event_id(event), event))
+        except BadInputError as error:
+            log.error("webhook event dropped: %s", error)
+    if not parsed:
+        return results
     try:
         with session_scope(ctx.sessions) as session:
-            if session.get(WebhookEvent, row.id) is None:
-                session.add(row)
-    except SQLAlchemyError as again:
-        raise RetriableError(f"could not record webhook event {row.id}: {reason}") from again
-    return RouteResult((), (), WebhookState.REJECTED.value)
+            ids = {event_id for _, event_id, _ in parsed}
+            known = {
+                row.id: row
+                for row in session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+            }
+            fresh: dict[str, tuple[int, Mapping[str, Any]]] = {}
+            for index, event_id, event in parsed:
+                existing = known.get(event_id)
+                if existing is not None:
+                    results[index] = _already_routed(session, existing)
+                elif event_id in fresh:
+                    results[index] = RouteResult(
+                        state=WebhookState.ROUTED.value
+                    )  # the same entry twice
+                else:
+                    fresh[event_id] = (index, event)
+            rows = _new_rows(fresh)
+            try:
+                with session.begin_nested():
+                    for index, result in _route_batch(session, ctx, rows, now=now, claim=claim):
+                        results[index] = result
+            except (OperationalError, InterfaceError):
+                raise
+            except SQLAlchemyError:
+                log.info("routing the batch of %d at once failed; routing one by one", len(rows))
+                for index, row in _new_rows(fresh):
+                    results[index] = _route_new(session, ctx, row, now=now, claim=claim)
+    except (OperationalError, InterfaceError) as error:
+        # The database is down or locked: the events exist only in the inbox, so the
+        # caller must keep them, never drop them.
+        raise RetriableError(
+            f"could not record {len(parsed)} webhook event(s): database unavailable "
+            f"({type(error.orig).__name__ if error.orig is not None else type(error).__name__})"
+        ) from error
+    return results
+
+
+def _new_rows(fresh: Mapping[str, tuple[int, Mapping[str, Any]]]) -> list[tuple[int, WebhookEvent]]:
+    rows = []
+    for event_id, (index, event) in fresh.items():
+        try:
+            rows.append((index, _new_event_row(event_id, event)))
+        except BadInputError as error:
+            log.error("webhook event dropped: %s", error)
+    return rows
+
+
+class _Batch:
+    """What routing a batch reads once: each integration's connections, known deliveries."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._connections: dict[str, list[tuple[int, str, Any]]] = {}
+        #: (provider_config_key, delivery_id) → its row: prefetched, or added by this batch.
+        self.deliveries: dict[tuple[str, str], WebhookDelivery] = {}
+
+    def connections(self, key: str) -> list[tuple[int, str, Any]]:
+        if key not in self._connections:
+            self._connections[key] = _connections_of(self._session, key)
+        return self._connections[key]
+
+    def prefetch_deliveries(self, pairs: set[tuple[str, str]]) -> None:
+        if not pairs:
+            return
+        found = self._session.scalars(
+            select(WebhookDelivery).where(
+                tuple_(WebhookDelivery.provider_config_key, WebhookDelivery.delivery_id).in_(
+                    list(pairs)
+                )
+            )
+        )
+        for row in found:
+            self.deliveries[(row.provider_config_key, row.delivery_id)] = row
+
+
+def _route_batch(
+    session: Session,
+    ctx: AppContext,
+    rows: list[tuple[int, WebhookEvent]],
+    *,
+    now: datetime,
+    claim: bool,
+) -> list[tuple[int, RouteResult]]:
+    """Route new events together: plan all, read what they need once, insert in one flush."""
+    batch = _Batch(session)
+    plans: list[EventPlan | None] = []
+    for _, row in rows:
+        integration = ctx.integrations.integrations.get(row.provider_config_key)
+        plans.append(
+            None
+            if integration is None
+            else plan_event(
+                integration,
+                row.headers,
+                row.body,
+                [(cid, meta or {}) for _, cid, meta in batch.connections(row.provider_config_key)],
+            )
+        )
+    batch.prefetch_deliveries(
+        {
+            (row.provider_config_key, route.delivery_id)
+            for (_, row), plan in zip(rows, plans, strict=True)
+            if plan is not None and plan.rejection is None
+            for route in plan.routes
+        }
+    )
+    routed: list[tuple[int, WebhookEvent, _Routed]] = []
+    for (index, row), plan in zip(rows, plans, strict=True):
+        session.add(row)
+        routed.append(
+            (
+                index,
+                row,
+                _route(
+                    session, ctx, row, now=now, dedupe=True, claim=claim, plan=plan, batch=batch
+                ),
+            )
+        )
+    session.flush()
+    return [(index, outcome.result(row, claim)) for index, row, outcome in routed]
+
+
+def _route_new(
+    session: Session, ctx: AppContext, row: WebhookEvent, *, now: datetime, claim: bool
+) -> RouteResult:
+    """Insert and route one new event inside a savepoint of the batch's transaction."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+            routed = _route(session, ctx, row, now=now, dedupe=True, claim=claim)
+            session.flush()
+            return routed.result(row, claim)
+    except IntegrityError:
+        # Two workers routed the same event at once; the other inserted the row first.
+        existing = session.get(WebhookEvent, row.id, populate_existing=True)
+        if existing is None:
+            raise
+        return _already_routed(session, existing)
+    except (OperationalError, InterfaceError):
+        raise
+    except SQLAlchemyError as error:
+        # The database refused something routing derived from the body. Keep the raw
+        # event, rejected and replayable, rather than lose the only copy.
+        rejected = _rejected_row(row, error)
+        with session.begin_nested():
+            session.add(rejected)
+        return RouteResult((), (), WebhookState.REJECTED.value)
+
+
+def _rejected_row(row: WebhookEvent, error: Exception) -> WebhookEvent:
+    rejected = WebhookEvent(
+        id=row.id,
+        provider_config_key=row.provider_config_key,
+        delivery_id=row.id,
+        event_type=None,
+        state=WebhookState.REJECTED.value,
+        url=row.url,
+        headers=row.headers,
+        body=row.body,
+        received_at=row.received_at,
+        runs_count=0,
+        error=f"could not route: {type(error).__name__}",
+    )
+    return rejected
 
 
 def replay_event(ctx: AppContext, event_id: str, *, now: datetime | None = None) -> RouteResult:
@@ -141,7 +324,9 @@ def replay_event(ctx: AppContext, event_id: str, *, now: datetime | None = None)
                 code="unknown_event",
                 field="event_id",
             )
-        return _route(session, ctx, row, now=now, dedupe=False)
+        routed = _route(session, ctx, row, now=now, dedupe=False)
+        session.flush()
+        return routed.result(row, claim=False)
 
 
 def prune_deliveries(session: Session, now: datetime | None = None) -> int:
@@ -151,48 +336,80 @@ def prune_deliveries(session: Session, now: datetime | None = None) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+@dataclass(frozen=True)
+class _Routed:
+    """What ``_route`` decided for one event; its runs get their ids at the next flush."""
+
+    runs: tuple[SyncRun, ...] = ()
+    notification_ids: tuple[int, ...] = ()
+
+    def result(self, row: WebhookEvent, claim: bool) -> RouteResult:
+        return RouteResult(
+            tuple(run.id for run in self.runs), self.notification_ids, row.state, claim
+        )
+
+
 def _route(
-    session: Session, ctx: AppContext, row: WebhookEvent, *, now: datetime, dedupe: bool
-) -> RouteResult:
+    session: Session,
+    ctx: AppContext,
+    row: WebhookEvent,
+    *,
+    now: datetime,
+    dedupe: bool,
+    claim: bool = False,
+    plan: EventPlan | None = None,
+    batch: _Batch | None = None,
+) -> _Routed:
+    """Route ``row`` (already added to the session) and set its outcome on it.
+
+    Args:
+        dedupe: Claim the delivery ids (a new event); False replays, bypassing the dedupe.
+        plan: The event's plan when the caller made it already (a batch).
+        batch: The batch's shared reads; None reads them for this event alone.
+    """
     row.routed_at = now
     integration = ctx.integrations.integrations.get(row.provider_config_key)
     if integration is None:
-        return _finish(
+        _finish(
             row,
             WebhookState.REJECTED,
             f"integration {row.provider_config_key!r} is no longer configured",
         )
+        return _Routed()
 
-    connections = session.execute(
-        select(Connection.id, Connection.connection_id, Connection.metadata_json)
-        .where(Connection.provider_config_key == row.provider_config_key)
-        .order_by(Connection.id)
-    ).all()
-    pk_by_id = {cid: pk for pk, cid, _ in connections}
-    plan = plan_event(
-        integration, row.headers, row.body, [(cid, meta or {}) for _, cid, meta in connections]
+    connections = (
+        batch.connections(row.provider_config_key)
+        if batch is not None
+        else _connections_of(session, row.provider_config_key)
     )
+    pk_by_id = {cid: pk for pk, cid, _ in connections}
+    if plan is None:
+        plan = plan_event(
+            integration, row.headers, row.body, [(cid, meta or {}) for _, cid, meta in connections]
+        )
     row.delivery_id = plan.delivery_id
     row.event_type = ",".join(plan.event_types)[:255] or None
     if plan.rejection is not None:
-        return _finish(row, WebhookState.REJECTED, plan.rejection)
+        _finish(row, WebhookState.REJECTED, plan.rejection)
+        return _Routed()
 
     fresh: list[EventRoute] = []
     duplicate_of: WebhookDelivery | None = None
     for route in plan.routes:
-        seen = _claim_delivery(session, row, route.delivery_id, now) if dedupe else None
+        seen = _claim_delivery(session, row, route.delivery_id, now, batch) if dedupe else None
         if seen is None:
             fresh.append(route)
         else:
             duplicate_of = duplicate_of or seen
     if not fresh:
         assert duplicate_of is not None
-        return _finish(
+        _finish(
             row,
             WebhookState.DUPLICATE,
             f"delivery id {duplicate_of.delivery_id!r} was already received as event "
             f"{duplicate_of.event_id} at {format_time(duplicate_of.seen_at)} (kept 7 days)",
         )
+        return _Routed()
 
     lease = now + timedelta(seconds=ctx.settings.lease_seconds)
     runs: list[SyncRun] = []
@@ -209,21 +426,26 @@ def _route(
                         sync_name=sync_name,
                         kind=RunKind.WEBHOOK.value,
                         sync_type=WEBHOOK_SYNC_TYPE,
-                        state=RunState.QUEUED.value,
+                        state=(RunState.RUNNING if claim else RunState.QUEUED).value,
                         webhook_event_id=row.id,
                         payload=route.payload,
                         options={},
                         created_at=now,
+                        started_at=now if claim else None,
                         lease_expires_at=lease,
-                        attempts=0,
+                        attempts=1 if claim else 0,
                         result={},
                     )
                 )
-    previous = session.scalar(
-        select(func.count(SyncRun.id)).where(SyncRun.webhook_event_id == row.id)
+    # A new event has no runs yet; a replayed one adds to those it had.
+    previous = (
+        0
+        if dedupe
+        else session.scalar(
+            select(func.count(SyncRun.id)).where(SyncRun.webhook_event_id == row.id)
+        )
     )
     session.add_all(runs)
-    session.flush()
     row.runs_count = int(previous or 0) + len(runs)
 
     notification_ids = _forward(session, ctx, row, integration.provider.forward_webhooks, fresh)
@@ -234,16 +456,37 @@ def _route(
         state = WebhookState.REJECTED
     else:
         state = WebhookState.UNROUTED
-    result = _finish(row, state, error)
-    return RouteResult(tuple(run.id for run in runs), notification_ids, result.state)
+    _finish(row, state, error)
+    return _Routed(tuple(runs), notification_ids)
+
+
+def _connections_of(session: Session, key: str) -> list[tuple[int, str, Any]]:
+    """``(pk, connection_id, metadata)`` of every connection of integration ``key``."""
+    return [
+        (pk, cid, meta)
+        for pk, cid, meta in session.execute(
+            select(Connection.id, Connection.connection_id, Connection.metadata_json)
+            .where(Connection.provider_config_key == key)
+            .order_by(Connection.id)
+        )
+    ]
 
 
 def _claim_delivery(
-    session: Session, row: WebhookEvent, delivery_id: str, now: datetime
+    session: Session,
+    row: WebhookEvent,
+    delivery_id: str,
+    now: datetime,
+    batch: _Batch | None = None,
 ) -> WebhookDelivery | None:
-    """Record the first sighting of ``delivery_id``; return the earlier one if it is recent."""
+    """Record the first sighting of ``delivery_id``; return the earlier one if it is recent.
+
+    In a batch the sighting is looked up in what the batch prefetched (or added itself) and
+    added without a savepoint: a provider retry that another worker committed meanwhile
+    fails the batch's flush, and the caller routes the batch again one event at a time.
+    """
     key = (row.provider_config_key, delivery_id)
-    existing = session.get(WebhookDelivery, key)
+    existing = batch.deliveries.get(key) if batch is not None else session.get(WebhookDelivery, key)
     if existing is not None:
         if now - existing.seen_at < DEDUPE_WINDOW:
             return existing
@@ -251,16 +494,19 @@ def _claim_delivery(
         existing.event_id = row.id
         existing.seen_at = now
         return None
+    sighting = WebhookDelivery(
+        provider_config_key=row.provider_config_key,
+        delivery_id=delivery_id,
+        event_id=row.id,
+        seen_at=now,
+    )
+    if batch is not None:
+        session.add(sighting)
+        batch.deliveries[key] = sighting
+        return None
     try:
         with session.begin_nested():
-            session.add(
-                WebhookDelivery(
-                    provider_config_key=row.provider_config_key,
-                    delivery_id=delivery_id,
-                    event_id=row.id,
-                    seen_at=now,
-                )
-            )
+            session.add(sighting)
     except IntegrityError:
         # A provider retry raced this one in another worker, which committed first.
         return session.get(WebhookDelivery, key, populate_existing=True)
@@ -294,10 +540,9 @@ def _forward(
     return tuple(ids)
 
 
-def _finish(row: WebhookEvent, state: WebhookState, error: str | None) -> RouteResult:
+def _finish(row: WebhookEvent, state: WebhookState, error: str | None) -> None:
     row.state = state.value
     row.error = error
-    return RouteResult(state=state.value)
 
 
 def _already_routed(session: Session, row: WebhookEvent) -> RouteResult:

@@ -10,7 +10,9 @@ It enforces the seed's best practices instead of documenting them:
 * a bad batch is rejected whole by the store with the index and the reason.
 
 Each batch operation is one store call (one transaction) made while holding the
-connection's serialized lock.
+connection's serialized lock — or, in a coalesced execution (``workers.coalesce``), is
+validated at the call and written later, in order, with the batches of the executions
+coalesced with it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any, Protocol
 
 import requests
 
-from cache.merge import MergeStrategy, parse_strategy
+from cache.merge import MergeStrategy, Operation, parse_strategy
+from cache.store import BatchResult, PendingWrite
 from config.errors import BadInputError, FatalError
 from config.integrations import ProviderConfig
 from workers.external import ExternalClient, redact, secret_values
@@ -52,34 +55,23 @@ class ScriptUsageError(FatalError):
     """A sync script used the ``nango`` object in a way that cannot work."""
 
 
-class BatchWrite(Protocol):
-    """``save``, ``update`` and ``delete`` of the store: one batch, one transaction.
+class StoreLike(Protocol):
+    """What the runtime needs of ``cache.store.RecordStore``."""
 
-    Returns an object with ``added``, ``updated``, ``deleted``, ``duplicate_ids`` and
-    ``max_seq`` (``cache.store.BatchResult``).
-    """
-
-    def __call__(
+    def prepare(
         self,
+        operation: Operation,
         connection_pk: int,
         model: str,
         records: Sequence[Any],
+        strategy: MergeStrategy,
+        cursor_seq: int | None,
         *,
-        strategy: Any = ...,
-        cursor_seq: int | None = ...,
-        now: datetime | None = ...,
-    ) -> Any: ...
-
-
-class StoreLike(Protocol):
-    """What the runtime needs of ``cache.store.RecordStore`` (tests pass a fake)."""
-
-    @property
-    def save(self) -> BatchWrite: ...
-    @property
-    def update(self) -> BatchWrite: ...
-    @property
-    def delete(self) -> BatchWrite: ...
+        cursor_key: Any = None,
+    ) -> PendingWrite: ...
+    def apply(
+        self, writes: Sequence[PendingWrite], *, now: datetime | None = None
+    ) -> list[BatchResult]: ...
     def current_seq(self, connection_pk: int, model: str) -> int: ...
     def open_tracking(self, run_id: int, connection_pk: int, model: str) -> int: ...
     def close_tracking(self, window_id: int, *, success: bool) -> int: ...
@@ -112,6 +104,9 @@ class NangoRuntime:
         lock: ``lock(connection_pk)`` returns the connection's serialized lock.
         save_metadata: Persists the connection's metadata (``set_metadata``).
         client_factory: Builds the external-API client (default: from ``provider``).
+        deferred: When given, batch operations are validated at the call and appended here
+            as ``(runtime, PendingWrite)`` instead of written; the owner writes them and
+            hands each result back through ``add_result`` (``workers.coalesce``).
     """
 
     def __init__(
@@ -128,6 +123,7 @@ class NangoRuntime:
         lock: Callable[[int], AbstractContextManager[Any]] | None = None,
         save_metadata: Callable[[dict[str, Any]], None] | None = None,
         client_factory: Callable[[], ExternalClient] | None = None,
+        deferred: list[tuple[NangoRuntime, PendingWrite]] | None = None,
     ) -> None:
         if sync_type not in SYNC_TYPES:
             raise ValueError(f"sync_type must be one of {SYNC_TYPES}, got {sync_type!r}")
@@ -142,6 +138,7 @@ class NangoRuntime:
         self._lock = lock or (lambda _pk: nullcontext())
         self._save_metadata = save_metadata
         self._client_factory = client_factory
+        self._deferred = deferred
         self._client: ExternalClient | None = None
         self._metadata = dict(connection.metadata or {})
         self._strategies: dict[str, MergeStrategy] = {}
@@ -244,17 +241,17 @@ class NangoRuntime:
 
     def batch_save(self, records: Sequence[Any], model: str) -> bool:
         """Insert or replace records (added / updated / unchanged)."""
-        return self._batch("save", "batch_save", records, model)
+        return self._batch(Operation.SAVE, "batch_save", records, model)
 
     def batch_update(self, records: Sequence[Any], model: str) -> bool:
         """Deep-merge records into existing live ones; unknown ids are ignored."""
-        return self._batch("update", "batch_update", records, model)
+        return self._batch(Operation.UPDATE, "batch_update", records, model)
 
     def batch_delete(self, records: Sequence[Any], model: str) -> bool:
         """Soft-delete records by id."""
-        return self._batch("delete", "batch_delete", records, model)
+        return self._batch(Operation.DELETE, "batch_delete", records, model)
 
-    def _batch(self, operation: str, name: str, records: Sequence[Any], model: str) -> bool:
+    def _batch(self, operation: Operation, name: str, records: Sequence[Any], model: str) -> bool:
         if not self._batch_guard.acquire(blocking=False):
             raise ScriptUsageError(
                 f"{name}({model!r}) was called while another batch operation of this "
@@ -271,33 +268,49 @@ class NangoRuntime:
                     field="records",
                 )
             self._warn_undeclared(model, name)
-            counts = self._counts.setdefault(model, _zero())
+            self._counts.setdefault(model, _zero())
             if not records:
                 return True
-            strategy = self._strategies.get(model, _OVERRIDE)
-            cursor = self._cursors.get(model)
-            write = getattr(self._store, operation)
-            with self._lock(self._connection.pk):
-                result = write(
-                    self._connection.pk, model, list(records), strategy=strategy, cursor_seq=cursor
-                )
-            if cursor is not None and result.max_seq is not None:
-                # Our own writes must not look like someone else's to our next batch.
-                self._cursors[model] = max(cursor, result.max_seq)
-            counts["added"] += result.added
-            counts["updated"] += result.updated
-            counts["deleted"] += result.deleted
-            if result.duplicate_ids:
-                logger.warning(
-                    "run %s: %s(%r) had duplicate ids, only the first record of each was used: %s",
-                    self.run_id,
-                    name,
-                    model,
-                    ", ".join(map(repr, result.duplicate_ids[:10])),
-                )
+            pk = self._connection.pk
+            # Validated here, whatever happens next: a bad batch raises in the script.
+            pending = self._store.prepare(
+                operation,
+                pk,
+                model,
+                list(records),
+                self._strategies.get(model, _OVERRIDE),
+                self._cursors.get(model),
+                cursor_key=(id(self), model),
+            )
+            if self._deferred is not None:
+                self._deferred.append((self, pending))
+                return True
+            with self._lock(pk):
+                result = self._store.apply([pending])[0]
+            self.add_result(pending, result)
             return True
         finally:
             self._batch_guard.release()
+
+    def add_result(self, pending: PendingWrite, result: BatchResult) -> None:
+        """Count a written batch of this execution, and move its cursor past it."""
+        model = pending.model
+        cursor = self._cursors.get(model)
+        if cursor is not None and result.max_seq is not None:
+            # Our own writes must not look like someone else's to our next batch.
+            self._cursors[model] = max(cursor, result.max_seq)
+        counts = self._counts.setdefault(model, _zero())
+        counts["added"] += result.added
+        counts["updated"] += result.updated
+        counts["deleted"] += result.deleted
+        if result.duplicate_ids:
+            logger.warning(
+                "run %s: %s(%r) had duplicate ids, only the first record of each was used: %s",
+                self.run_id,
+                f"batch_{pending.operation.value}",
+                model,
+                ", ".join(map(repr, result.duplicate_ids[:10])),
+            )
 
     def _warn_undeclared(self, model: str, name: str) -> None:
         if self._output_models and model not in self._output_models:

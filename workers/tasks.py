@@ -39,9 +39,12 @@ def _classified(task: str, subject: object) -> Iterator[None]:
 
 
 def register_tasks(celery: Celery) -> None:
-    """Register the four hooksync tasks on ``celery`` under their explicit names."""
+    """Register the hooksync tasks on ``celery`` under their explicit names."""
+    from workers import inbox
     from workers.celery_app import context_of
-    from workers.enqueue import enqueue_notifications, enqueue_runs
+    from workers.drain import reclaim_inbox
+    from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
+    from workers.inbox import consumer_name
 
     options: dict[str, Any] = {
         "bind": True,
@@ -82,6 +85,13 @@ def register_tasks(celery: Celery) -> None:
             time.sleep(ROUTE_RETRY_PAUSE)
             raise Reject(str(error), requeue=True) from error
 
+    @task("hooksync.drain_inbox")
+    def drain_inbox(self: Task) -> None:
+        from workers.drain import drain_inbox as drain
+
+        with _classified("drain_inbox", ""):
+            drain(context_of(self.app), consumer_name())
+
     @task("hooksync.run_sync")
     def run_sync(self: Task, run_id: int) -> None:
         from workers.execution import execute_run
@@ -108,3 +118,8 @@ def register_tasks(celery: Celery) -> None:
             result = run_tick(ctx)
             enqueue_runs(ctx, result.run_ids)
             enqueue_notifications(ctx, result.notification_ids)
+        with _classified("tick", "inbox"):
+            # Entries a dead worker left pending, then any whose wake-up was lost.
+            reclaim_inbox(ctx, consumer_name())
+            if inbox.pending_count(ctx.redis):
+                wake_drain(ctx)

@@ -666,11 +666,11 @@ def test_list_endpoints_reports_configured_urls_in_order(two_urls: AppContext) -
     ]
 
 
-def test_the_migrations_reach_head_0002_and_go_back(database_url: str) -> None:
+def test_the_migrations_reach_head_0003_and_go_back(database_url: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(cache.db._MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    assert ScriptDirectory.from_config(config).get_current_head() == "0002"
+    assert ScriptDirectory.from_config(config).get_current_head() == "0003"
     engine = make_engine(database_url)
     try:
         assert_migrated(engine)
@@ -683,9 +683,14 @@ def test_the_migrations_reach_head_0002_and_go_back(database_url: str) -> None:
             "pk_app_endpoints", ["url"],
         )  # fmt: skip
 
+        indexes = {index["name"] for index in inspector.get_indexes("sync_runs")}
+        assert "ix_sync_runs_event" in indexes
+
         command.downgrade(config, "0001")
         assert "app_endpoints" not in inspect(engine).get_table_names()
-        with pytest.raises(ConfigError, match="expected '0002'"):
+        indexes = {index["name"] for index in inspect(engine).get_indexes("sync_runs")}
+        assert "ix_sync_runs_event" not in indexes
+        with pytest.raises(ConfigError, match="expected '0003'"):
             assert_migrated(engine)
         command.upgrade(config, "head")
         assert_migrated(engine)

@@ -25,6 +25,7 @@ from ingress.signatures import sign_generic
 from tests.support.integrations import write_integrations
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
+from workers import inbox
 from workers.celery_app import DEFAULT_QUEUE
 
 API_KEY = "test-api-key"
@@ -109,6 +110,11 @@ def signed(body: bytes, secret: str = SECRET, **headers: str) -> dict[str, str]:
     }
 
 
+def inboxed(ctx: AppContext) -> list[dict[str, Any]]:
+    """The webhooks waiting in the durable inbox (``workers.inbox``), decoded."""
+    return [json.loads(fields[b"e"]) for _id, fields in ctx.redis.xrange(inbox.STREAM)]
+
+
 def queued(ctx: AppContext) -> list[dict[str, Any]]:
     """The messages on hooksync's Celery queue, decoded (task name + arguments)."""
     messages = []
@@ -132,7 +138,7 @@ def test_unknown_integration_is_404_before_anything_else(
     assert response.status_code == 404
     assert response.json["error"]["code"] == "unknown_integration"
     assert "'nope'" in response.json["error"]["message"]
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 def test_body_over_the_limit_is_413_before_the_signature(
@@ -142,7 +148,7 @@ def test_body_over_the_limit_is_413_before_the_signature(
     assert response.status_code == 413
     assert response.json["error"]["code"] == "payload_too_large"
     assert str(LIMIT) in response.json["error"]["message"]
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 def test_body_exactly_at_the_limit_is_accepted(client: FlaskClient) -> None:
@@ -162,7 +168,7 @@ def test_body_without_content_length_is_measured_while_read(
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert response.status_code == 413
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 @pytest.mark.parametrize(
@@ -181,7 +187,7 @@ def test_bad_or_missing_signature_is_401_and_queues_nothing(
     assert response.json["error"]["code"] == "invalid_signature"
     assert message in response.json["error"]["message"]
     assert SECRET not in response.get_data(as_text=True)
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 def test_provider_without_a_secret_is_401_saying_so(
@@ -190,7 +196,7 @@ def test_provider_without_a_secret_is_401_saying_so(
     response = client.post("/webhook/nosecret", data=BODY, headers=signed(BODY))
     assert response.status_code == 401
     assert "webhook_secret is not configured" in response.json["error"]["message"]
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 def test_signature_is_checked_before_the_body_is_parsed(client: FlaskClient) -> None:
@@ -214,7 +220,7 @@ def test_unparsable_signed_body_is_400_naming_the_position(
     assert message in response.json["error"]["message"]
     if body:
         assert "line 1 column 2" in response.json["error"]["message"]
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 # --- accepted ---------------------------------------------------------------------------
@@ -230,9 +236,8 @@ def test_accepted_webhook_puts_exactly_one_message_on_redis(
     assert response.status_code == 202
     assert response.json["status"] == "accepted"
 
-    (message,) = queued(receiver_ctx)
-    assert message["task"] == "hooksync.route_webhook"
-    (event,) = message["args"]
+    (event,) = inboxed(receiver_ctx)
+    assert queued(receiver_ctx) == [{"task": "hooksync.drain_inbox", "args": []}]
     assert event["id"] == response.json["id"]
     assert event["provider_config_key"] == "tracker"
     assert event["method"] == "POST"
@@ -252,7 +257,7 @@ def test_a_rotated_out_secret_still_verifies(client: FlaskClient) -> None:
 def test_nango_path_shape_is_accepted(client: FlaskClient, receiver_ctx: AppContext) -> None:
     response = client.post("/webhook/env/prod/tracker", data=BODY, headers=signed(BODY))
     assert response.status_code == 202
-    assert queued(receiver_ctx)[0]["args"][0]["provider_config_key"] == "tracker"
+    assert inboxed(receiver_ctx)[0]["provider_config_key"] == "tracker"
 
 
 def test_slack_url_verification_is_answered_inline(
@@ -262,7 +267,7 @@ def test_slack_url_verification_is_answered_inline(
     response = client.post("/webhook/open", data=body, content_type="application/json")
     assert response.status_code == 200
     assert response.json == {"challenge": "abc123"}
-    assert queued(receiver_ctx) == []
+    assert inboxed(receiver_ctx) == [] and queued(receiver_ctx) == []
 
 
 def test_redis_down_is_503_with_retry_after(make_env, integrations_dir: Path) -> None:
@@ -394,9 +399,9 @@ def test_events_are_listed_and_replayed(api_ctx: AppContext) -> None:
     client = create_app(api_ctx).test_client()
     headers = signed(BODY, **{"X-Event": "task.created", "X-Delivery": "d-1"})
     accepted = client.post("/webhook/tracker", data=BODY, headers=headers)
-    (message,) = queued(api_ctx)
+    (queued_event,) = inboxed(api_ctx)
     api_ctx.redis.delete(DEFAULT_QUEUE)
-    route_event(api_ctx, message["args"][0])
+    route_event(api_ctx, queued_event)
 
     listed = client.get("/webhooks/events?limit=10", headers=AUTH)
     assert listed.status_code == 200

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from cache.merge import MergeStrategy
+from cache.merge import MergeStrategy, Operation
+from cache.store import PendingWrite
 from config.errors import BadInputError, ConfigError, RetriableError
 from config.integrations import ProviderConfig
 from workers.execution import classify_error
@@ -45,14 +46,32 @@ class FakeStore:
             self.block.wait(5)
         return self.results.pop(0) if self.results else FakeResult(added=len(records))
 
-    def save(self, pk: int, model: str, records: list[Any], **kw: Any) -> FakeResult:
-        return self._write("save", pk, model, records, **kw)
+    def prepare(
+        self,
+        operation: Operation,
+        pk: int,
+        model: str,
+        records: list[Any],
+        strategy: MergeStrategy,
+        cursor_seq: int | None,
+        *,
+        cursor_key: Any = None,
+    ) -> PendingWrite:
+        # The fake keeps the raw records where the store keeps validated ones.
+        return PendingWrite(operation, pk, model, records, [], strategy, cursor_seq, cursor_key)
 
-    def update(self, pk: int, model: str, records: list[Any], **kw: Any) -> FakeResult:
-        return self._write("update", pk, model, records, **kw)
-
-    def delete(self, pk: int, model: str, records: list[Any], **kw: Any) -> FakeResult:
-        return self._write("delete", pk, model, records, **kw)
+    def apply(self, writes: list[PendingWrite], *, now: Any = None) -> list[FakeResult]:
+        return [
+            self._write(
+                write.operation.value,
+                write.connection_pk,
+                write.model,
+                write.unique,
+                strategy=write.strategy,
+                cursor_seq=write.cursor_seq,
+            )
+            for write in writes
+        ]
 
     def current_seq(self, pk: int, model: str) -> int:
         return self.seq

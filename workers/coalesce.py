@@ -1,0 +1,288 @@
+"""Coalesced webhook executions: the claimed webhook runs of one batch, run back to back.
+
+The inbox drain (``workers.drain``) routes a batch of webhooks and claims the runs it
+created in the same transaction. This module executes them without a Celery hop per run:
+
+1. the runs are grouped by (connection, sync), each group in arrival order;
+2. for each group the handler ``on_webhook_payload_received`` is called once per payload, in
+   that order, each call with a ``nango`` object of its own (its own merging strategies,
+   cursors and counts, exactly as a separate execution would have); their batch operations
+   are validated at the call and collected;
+3. the group's batches are written in call order, in one transaction, while holding the
+   connection's lock once (``RecordStore.apply``) — each batch decided against what the
+   earlier ones wrote, so the records end as if every execution had written on its own, one
+   after the other;
+4. every run is finished in one transaction, and the group's successes make **one**
+   completion webhook per model with the summed counts (``finish_runs(coalesce=True)``).
+
+What an app written for Nango sees is unchanged: a completion webhook still follows every
+cache change, its counts still add up to what changed, and ``/records`` still returns every
+final state. Failures stay per run: a handler that raises fails its own run (with its own
+failure notification), and the batches it made before raising are written like the
+committed batches of a failed execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from cache.db import read_scope
+from cache.lock import connection_locks
+from cache.models import Connection, RunKind, RunState, SyncRun
+from cache.store import PendingWrite
+from config.context import AppContext
+from config.errors import HooksyncError
+from config.integrations import Integrations
+from workers.execution import (
+    MAX_ERROR_CHARS,
+    Claim,
+    LeaseHeartbeat,
+    LeaseLost,
+    Outcome,
+    build_runtime,
+    classify_error,
+    decrypt_cached,
+    finish_runs,
+    record_store,
+    resolve_sync,
+)
+from workers.external import redact, secret_values
+from workers.runtime import NangoRuntime
+from workers.scripts import load_function, script_path
+
+__all__ = ["execute_webhook_runs", "group_claims"]
+
+logger = logging.getLogger(__name__)
+
+_HANDLER = "on_webhook_payload_received"
+
+
+def execute_webhook_runs(ctx: AppContext, run_ids: Sequence[int]) -> list[int]:
+    """Execute webhook runs this worker claimed while routing them; return notification ids.
+
+    Runs that are not (or no longer) this worker's claim — finished, or taken over after
+    their lease ran out — are skipped.
+    """
+    if not run_ids:
+        return []
+    try:
+        integrations: Integrations | None = ctx.integrations
+        config_error: HooksyncError | None = None
+    except HooksyncError as error:
+        integrations, config_error = None, error
+    claims = _load_claims(ctx, run_ids)
+    if not claims:
+        return []
+    first = claims[0]
+    heartbeat = LeaseHeartbeat(
+        ctx,
+        first.run_id,
+        first.attempt,
+        ctx.settings.lease_seconds,
+        more={claim.run_id: claim.attempt for claim in claims[1:]},
+    )
+    heartbeat.start()
+    groups: list[_Group] = []
+    try:
+        for claims_of_group in group_claims(claims):
+            groups.append(_run_group(ctx, claims_of_group, integrations, config_error, heartbeat))
+        _write_groups(ctx, [group for group in groups if group.deferred], heartbeat)
+    except LeaseLost as error:
+        logger.warning("%s; leaving the batch's runs to their new owners", error)
+        return []
+    finally:
+        heartbeat.stop()
+        for group in groups:
+            group.close()
+    finished = [pair for group in groups for pair in group.outcomes()]
+    return finish_runs(ctx, finished, integrations, coalesce=True)
+
+
+def group_claims(claims: Sequence[Claim]) -> list[list[Claim]]:
+    """Claims grouped by (connection, sync), groups and members in arrival order."""
+    groups: dict[tuple[int, str], list[Claim]] = {}
+    for claim in claims:
+        groups.setdefault((claim.connection_pk, claim.sync_name), []).append(claim)
+    return list(groups.values())
+
+
+def _load_claims(ctx: AppContext, run_ids: Sequence[int]) -> list[Claim]:
+    """The claims of ``run_ids`` (one read), in run id order (the routing order)."""
+    with read_scope(ctx.sessions) as session:
+        rows = session.execute(
+            select(SyncRun, Connection)
+            .join(Connection, Connection.id == SyncRun.connection_pk)
+            .where(
+                SyncRun.id.in_(list(run_ids)),
+                SyncRun.state == RunState.RUNNING.value,
+                SyncRun.kind == RunKind.WEBHOOK.value,
+            )
+            .order_by(SyncRun.id)
+        ).all()
+        return [
+            Claim(
+                run_id=run.id,
+                attempt=run.attempts,
+                kind=run.kind,
+                sync_name=run.sync_name,
+                sync_type=run.sync_type,
+                started_at=run.started_at or run.created_at,
+                payload=run.payload,
+                options=dict(run.options or {}),
+                webhook_event_id=run.webhook_event_id,
+                connection_pk=connection.id,
+                connection_id=connection.connection_id,
+                provider_config_key=connection.provider_config_key,
+                credentials_encrypted=connection.credentials_encrypted,
+                metadata=dict(connection.metadata_json or {}),
+                last_sync_date=None,
+            )
+            for run, connection in rows
+        ]
+
+
+@dataclass
+class _Group:
+    """One (connection, sync) group: its claims, their ``nango`` objects and batches."""
+
+    claims: list[Claim]
+    runtimes: list[NangoRuntime] = field(default_factory=list)
+    #: Per claim: ``(error_type, message)`` when its handler raised, else None.
+    errors: list[tuple[str, str] | None] = field(default_factory=list)
+    deferred: list[tuple[NangoRuntime, PendingWrite]] = field(default_factory=list)
+    #: Set when nothing of the group was (or will be) written: every run fails with it.
+    failure: tuple[str, str] | None = None
+
+    @property
+    def connection_pk(self) -> int:
+        return self.claims[0].connection_pk
+
+    def fail(self, error_type: str, message: str) -> None:
+        self.failure = (error_type, message)
+        logger.warning(
+            "runs %s failed (%s): %s", [c.run_id for c in self.claims], error_type, message
+        )
+
+    def outcomes(self) -> list[tuple[Claim, Outcome]]:
+        if self.failure is not None:
+            return [(claim, Outcome({}, claim.sync_type, *self.failure)) for claim in self.claims]
+        return [
+            (claim, Outcome(runtime.results, runtime.sync_type, *(problem or (None, None))))
+            for claim, runtime, problem in zip(self.claims, self.runtimes, self.errors, strict=True)
+        ]
+
+    def close(self) -> None:
+        for runtime in self.runtimes:
+            runtime.close()
+
+
+def _run_group(
+    ctx: AppContext,
+    claims: list[Claim],
+    integrations: Integrations | None,
+    config_error: HooksyncError | None,
+    heartbeat: LeaseHeartbeat,
+) -> _Group:
+    """Call the group's handler once per payload, in order, collecting their batches."""
+    group = _Group(claims)
+    lead = claims[0]
+    try:
+        if config_error is not None:
+            raise config_error
+        assert integrations is not None
+        provider, sync = resolve_sync(ctx, integrations, lead)
+        handler = load_function(
+            ctx.settings.integrations_dir, lead.provider_config_key, sync.name, _HANDLER
+        )
+        credentials = decrypt_cached(ctx.settings.encryption_key, lead.credentials_encrypted)
+    except Exception as error:
+        # Nothing of the group can run: each run fails alike, as each would have alone.
+        group.fail(*classify_error(error))
+        return group
+    path = script_path(ctx.settings.integrations_dir, lead.provider_config_key, sync.name)
+    secrets = secret_values(credentials)
+    for claim in claims:
+        runtime = build_runtime(
+            ctx, claim, provider, sync, dict(credentials), heartbeat, deferred=group.deferred
+        )
+        group.runtimes.append(runtime)
+        group.errors.append(_call(handler, runtime, claim, path, secrets))
+    return group
+
+
+def _write_groups(ctx: AppContext, groups: list[_Group], heartbeat: LeaseHeartbeat) -> None:
+    """Write every group's batches in one transaction, holding their connections' locks.
+
+    Groups go in connection order (the order the model counters are locked in); each
+    group's batches keep their call order. If the transaction fails, each group is written
+    on its own, so a group whose batches the database refuses fails alone.
+    """
+    if not groups:
+        return
+    groups = sorted(groups, key=lambda group: group.connection_pk)
+    heartbeat.check()  # runs taken away must not write any more
+    try:
+        with connection_locks(ctx.redis, [group.connection_pk for group in groups]):
+            _apply(ctx, groups)
+        return
+    except LeaseLost:
+        raise
+    except Exception as error:
+        if len(groups) == 1:
+            _fail_write(groups[0], error, heartbeat)
+            return
+        logger.info("writing %d groups at once failed (%s); one by one", len(groups), error)
+    for group in groups:
+        try:
+            heartbeat.check()
+            with connection_locks(ctx.redis, [group.connection_pk]):
+                _apply(ctx, [group])
+        except LeaseLost:
+            raise
+        except Exception as error:
+            _fail_write(group, error, heartbeat)
+
+
+def _apply(ctx: AppContext, groups: list[_Group]) -> None:
+    deferred = [item for group in groups for item in group.deferred]
+    results = record_store(ctx).apply([pending for _, pending in deferred])
+    for (runtime, pending), result in zip(deferred, results, strict=True):
+        runtime.add_result(pending, result)
+
+
+def _fail_write(group: _Group, error: Exception, heartbeat: LeaseHeartbeat) -> None:
+    # Nothing of the group was written: every run is retried (a transient error) or
+    # failed alike.
+    if heartbeat.is_lost:
+        heartbeat.check()
+    error_type, message = classify_error(error)
+    secrets = secret_values(group.runtimes[0].get_connection().get("credentials") or {})
+    group.fail(error_type, redact(message, secrets)[:MAX_ERROR_CHARS])
+
+
+def _call(
+    handler: Any, runtime: NangoRuntime, claim: Claim, path: Any, secrets: list[str]
+) -> tuple[str, str] | None:
+    """Call the handler for one payload; its ``(error_type, message)`` if it raised."""
+    try:
+        handler(runtime, claim.payload)
+        return None
+    except LeaseLost:
+        raise
+    except Exception as error:
+        error_type, message = classify_error(error, script=path)
+        message = redact(message, secrets)[:MAX_ERROR_CHARS]
+        logger.warning(
+            "run %s failed (%s): %s\n%s",
+            claim.run_id,
+            error_type,
+            message,
+            redact("".join(traceback.format_exception(error)), secrets),
+        )
+        return error_type, message
