@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from sqlalchemy import func, select
 
@@ -29,6 +30,7 @@ from cache.db import make_engine, make_sessionmaker, read_scope
 from cache.models import Record, SyncRun, WebhookEvent
 from demo.stack import REPO, Stack
 from tests.support.servers import free_port
+from workers import inbox
 
 pytestmark = pytest.mark.e2e
 
@@ -113,17 +115,27 @@ def test_every_acknowledged_webhook_is_routed_exactly_once_across_kill_9(
             else:
                 errors.append(f"{index}: {answer.status_code} {answer.text[:200]}")
 
+    broker = redis.Redis(unix_socket_path=str(deployment.var_dir / "redis" / "redis.sock"))
     sender = threading.Thread(target=send_all)
     sender.start()
+    stranded = 0  # entries a killed worker had read and not yet recorded
     for _ in range(KILLS):
-        time.sleep(WEBHOOKS / RATE / (KILLS + 1))
+        time.sleep(WEBHOOKS / RATE / (KILLS + 1) / 2)
+        # Aim at the window that a Celery message cannot survive: entries taken off Redis
+        # (XREADGROUP) and not yet in the database.
+        deadline = time.monotonic() + 5
+        while _pending(broker) == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
         worker = deployment.processes["worker"]
         os.killpg(worker.pid, signal.SIGKILL)  # parent and pool children at once
         worker.wait(10)
+        stranded += _pending(broker)
         deployment.start_process("worker")
     sender.join(timeout=120)
+    broker.close()
     assert not errors, errors[:5]
     assert len(accepted) == WEBHOOKS
+    assert stranded > 0, "no kill landed between XREADGROUP and XACK; the test proved nothing"
 
     engine = make_engine(database_url)
     sessions = make_sessionmaker(engine)
@@ -167,3 +179,10 @@ def test_every_acknowledged_webhook_is_routed_exactly_once_across_kill_9(
     assert set(runs_per_event.values()) == {1}
     assert states == {"processed"}, states
     assert records == set(accepted.values())
+
+
+def _pending(client: redis.Redis) -> int:
+    try:
+        return int(client.xpending(inbox.STREAM, inbox.GROUP)["pending"])
+    except redis.ResponseError:  # no group yet
+        return 0
