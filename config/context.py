@@ -7,7 +7,10 @@ build one per test against their own Redis and database.
 
 from __future__ import annotations
 
+import os
+import time
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
@@ -23,9 +26,23 @@ if TYPE_CHECKING:
 __all__ = ["AppContext"]
 
 
+#: How often a process looks at ``nango.yaml`` for changes (``AppContext.integrations``).
+INTEGRATIONS_RECHECK_SECONDS = 1.0
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # the loader reports the missing file
+    return (stat.st_mtime_ns, stat.st_size)
+
+
 class AppContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._integrations: tuple[tuple[int, int] | None, Integrations] | None = None
+        self._integrations_checked = 0.0
 
     @cached_property
     def redis_url(self) -> str:
@@ -51,13 +68,34 @@ class AppContext:
 
         return make_sessionmaker(self.engine)
 
-    @cached_property
+    @property
     def integrations(self) -> Integrations:
-        import os
+        """The parsed ``nango.yaml``, loaded once and again whenever the file changes.
 
-        from config.loader import load_integrations_or_raise
+        Processes live long and the file is edited in place (a new sync, a new webhook
+        subscription), so the file's modification time and size are checked at most once per
+        ``INTEGRATIONS_RECHECK_SECONDS``; between checks this costs nothing.
 
-        return load_integrations_or_raise(self.settings.integrations_dir, os.environ)
+        Raises:
+            ConfigError: The file (as it is now) has errors.
+        """
+        now = time.monotonic()
+        cached = self._integrations
+        if cached is not None and now < self._integrations_checked + INTEGRATIONS_RECHECK_SECONDS:
+            return cached[1]
+        stamp = _file_stamp(self.settings.integrations_dir / "nango.yaml")
+        if cached is None or cached[0] != stamp:
+            from config.loader import load_integrations_or_raise
+
+            cached = (stamp, load_integrations_or_raise(self.settings.integrations_dir, os.environ))
+            self._integrations = cached
+        self._integrations_checked = now
+        return cached[1]
+
+    def pin_integrations(self, integrations: Integrations) -> None:
+        """Use ``integrations`` from now on and never reload (tests, one-off tools)."""
+        self._integrations = (None, integrations)
+        self._integrations_checked = float("inf")
 
     def close(self) -> None:
         """Release pooled connections (tests and forked workers)."""

@@ -81,6 +81,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, str, str]]:
             deployment.stop()
 
 
+@pytest.mark.timeout(300)
 def test_every_acknowledged_webhook_is_routed_exactly_once_across_kill_9(
     stack: tuple[Stack, str, str],
 ) -> None:

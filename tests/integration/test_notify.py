@@ -117,7 +117,7 @@ def _context(make_env, database_url: str, urls: str, **env: str) -> AppContext:
         )
     )
     # No schedules here: the tick needs no integrations file.
-    context.__dict__["integrations"] = Integrations()
+    context.pin_integrations(Integrations())
     return context
 
 
