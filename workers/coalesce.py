@@ -30,11 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
-from cache.db import read_scope
 from cache.lock import connection_locks
-from cache.models import Connection, RunKind, RunState, SyncRun
 from cache.store import PendingWrite
 from config.context import AppContext
 from config.errors import HooksyncError
@@ -63,22 +59,19 @@ logger = logging.getLogger(__name__)
 _HANDLER = "on_webhook_payload_received"
 
 
-def execute_webhook_runs(ctx: AppContext, run_ids: Sequence[int]) -> list[int]:
+def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
     """Execute webhook runs this worker claimed while routing them; return notification ids.
 
-    Runs that are not (or no longer) this worker's claim — finished, or taken over after
-    their lease ran out — are skipped.
+    An outcome whose run is no longer this worker's claim (taken over after its lease ran
+    out) is dropped when the runs are finished.
     """
-    if not run_ids:
+    if not claims:
         return []
     try:
         integrations: Integrations | None = ctx.integrations
         config_error: HooksyncError | None = None
     except HooksyncError as error:
         integrations, config_error = None, error
-    claims = _load_claims(ctx, run_ids)
-    if not claims:
-        return []
     first = claims[0]
     heartbeat = LeaseHeartbeat(
         ctx,
@@ -110,41 +103,6 @@ def group_claims(claims: Sequence[Claim]) -> list[list[Claim]]:
     for claim in claims:
         groups.setdefault((claim.connection_pk, claim.sync_name), []).append(claim)
     return list(groups.values())
-
-
-def _load_claims(ctx: AppContext, run_ids: Sequence[int]) -> list[Claim]:
-    """The claims of ``run_ids`` (one read), in run id order (the routing order)."""
-    with read_scope(ctx.sessions) as session:
-        rows = session.execute(
-            select(SyncRun, Connection)
-            .join(Connection, Connection.id == SyncRun.connection_pk)
-            .where(
-                SyncRun.id.in_(list(run_ids)),
-                SyncRun.state == RunState.RUNNING.value,
-                SyncRun.kind == RunKind.WEBHOOK.value,
-            )
-            .order_by(SyncRun.id)
-        ).all()
-        return [
-            Claim(
-                run_id=run.id,
-                attempt=run.attempts,
-                kind=run.kind,
-                sync_name=run.sync_name,
-                sync_type=run.sync_type,
-                started_at=run.started_at or run.created_at,
-                payload=run.payload,
-                options=dict(run.options or {}),
-                webhook_event_id=run.webhook_event_id,
-                connection_pk=connection.id,
-                connection_id=connection.connection_id,
-                provider_config_key=connection.provider_config_key,
-                credentials_encrypted=connection.credentials_encrypted,
-                metadata=dict(connection.metadata_json or {}),
-                last_sync_date=None,
-            )
-            for run, connection in rows
-        ]
 
 
 @dataclass

@@ -29,6 +29,7 @@ from config.errors import RetriableError
 from workers import inbox
 from workers.coalesce import execute_webhook_runs
 from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
+from workers.execution import Claim
 from workers.notify import deliver_many
 from workers.router import route_events
 
@@ -108,13 +109,16 @@ def _process(ctx: AppContext, entries: list[inbox.InboxEntry]) -> bool:
         return False
     inbox.ack(ctx.redis, [entry.entry_id for entry in entries])
 
-    claimed: list[int] = []
+    claimed: list[Claim] = []
     queued: list[int] = []
     forwards: list[int] = []
     for result in results:
         if result is None:
             continue
-        (claimed if result.claimed else queued).extend(result.run_ids)
+        if result.claimed:
+            claimed.extend(result.claims)
+        else:
+            queued.extend(result.run_ids)
         forwards.extend(result.notification_ids)
     if queued:
         # Runs of events routed before (an entry routed twice): the usual queue.

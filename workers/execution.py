@@ -593,7 +593,7 @@ def finish_runs(
             the successes of each (connection, sync) make one completion webhook per model
             with the summed counts, as if one execution had handled all their payloads.
     """
-    from workers.notify import record_completion
+    from workers.notify import record_completions
 
     if not finished:
         return []
@@ -643,6 +643,7 @@ def finish_runs(
                 finish_poll_run(session, run, now, integrations=integrations)
             if run.webhook_event_id:
                 events.add(run.webhook_event_id)
+        completions = []
         for group in successes.values():
             summed: dict[str, dict[str, int]] = {}
             for _, _, outcome in group:
@@ -651,9 +652,8 @@ def finish_runs(
                     for name in total:
                         total[name] += int(counts.get(name, 0))
             first_start = min(claim.started_at for _, claim, _ in group)
-            ids += record_completion(
-                session, ctx.settings, group[-1][0], summed, started_at=first_start
-            )
+            completions.append((group[-1][0], summed, first_start))
+        ids += record_completions(session, ctx.settings, completions)
         if events:
             session.flush()
             _mark_events_processed(session, sorted(events))

@@ -70,6 +70,7 @@ __all__ = [
     "list_notifications",
     "next_delay",
     "record_completion",
+    "record_completions",
     "record_failure",
     "record_forward",
     "redact_url",
@@ -163,27 +164,36 @@ def record_completion(
     Returns:
         The new notification ids, to enqueue after commit; ``[]`` when no URL is configured.
     """
+    return record_completions(session, settings, [(run, results, started_at)])
+
+
+def record_completions(
+    session: Session,
+    settings: Settings,
+    completions: Sequence[tuple[SyncRun, Mapping[str, Mapping[str, int]], datetime | None]],
+) -> list[int]:
+    """``record_completion`` for several ``(run, results, started_at)`` in one INSERT."""
     if not settings.app_webhook_urls:
         return []
-    connection = _load_connection(session, run)
-    if connection is None:
-        return []
-    start = format_timestamp(started_at or run.started_at or run.created_at or utcnow())
-    bodies = []
-    for model, counts in results.items():
-        added, updated, deleted = (_count(model, counts, name) for name in _COUNT_NAMES)
-        if not (added or updated or deleted) and not settings.notify_empty:
+    bodies: list[tuple[dict[str, Any], int | None]] = []
+    for run, results, started_at in completions:
+        connection = _load_connection(session, run)
+        if connection is None:
             continue
-        bodies.append(
-            {
+        start = format_timestamp(started_at or run.started_at or run.created_at or utcnow())
+        for model, counts in results.items():
+            added, updated, deleted = (_count(model, counts, name) for name in _COUNT_NAMES)
+            if not (added or updated or deleted) and not settings.notify_empty:
+                continue
+            body = {
                 **_sync_envelope(connection, run, model),
                 "success": True,
                 "responseResults": {"added": added, "updated": updated, "deleted": deleted},
                 "modifiedAfter": start,
                 "queryTimeStamp": start,
             }
-        )
-    return _insert(session, settings.app_webhook_urls, bodies, run_id=run.id)
+            bodies.append((body, run.id))
+    return _insert(session, settings.app_webhook_urls, bodies)
 
 
 def record_failure(
@@ -220,7 +230,7 @@ def record_failure(
         "startedAt": format_timestamp(start),
         "failedAt": format_timestamp(failed),
     }
-    return _insert(session, settings.app_webhook_urls, [body], run_id=run.id)
+    return _insert(session, settings.app_webhook_urls, [(body, run.id)])
 
 
 def record_forward(
@@ -241,7 +251,7 @@ def record_forward(
         "connectionId": connection_id,
         "payload": payload,
     }
-    return _insert(session, settings.app_webhook_urls, [body], run_id=None)
+    return _insert(session, settings.app_webhook_urls, [(body, None)])
 
 
 _COUNT_NAMES = ("added", "updated", "deleted")
@@ -277,18 +287,15 @@ def _load_connection(session: Session, run: SyncRun) -> Connection | None:
 
 
 def _insert(
-    session: Session,
-    urls: Sequence[str],
-    bodies: Sequence[Mapping[str, Any]],
-    *,
-    run_id: int | None,
+    session: Session, urls: Sequence[str], bodies: Sequence[tuple[Mapping[str, Any], int | None]]
 ) -> list[int]:
+    """One row per (body, URL); ``bodies`` are ``(body, run_id)``."""
     if not bodies or not urls:
         return []
     urls = _active_urls(session, urls)
     now = utcnow()
     rows = []
-    for body in bodies:
+    for body, run_id in bodies:
         text = encode_body(body)
         # One id per message, shared by its URLs: each app endpoint dedupes on its own.
         webhook_id = "msg_" + uuid.uuid4().hex

@@ -17,7 +17,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from cache.models import (
 from cache.page import format_time
 from config.context import AppContext
 from config.errors import BadInputError, RetriableError
+from workers.execution import Claim
 from workers.routing import EventPlan, EventRoute, plan_event
 
 __all__ = [
@@ -72,6 +73,8 @@ class RouteResult:
     #: ``run_ids`` were created claimed by the caller (``route_events(claim=True)``): it
     #: executes them itself instead of enqueueing them.
     claimed: bool = False
+    #: The claims of those runs, everything their execution needs (when ``claimed``).
+    claims: tuple[Claim, ...] = ()
 
 
 def route_event(
@@ -194,11 +197,11 @@ class _Batch:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._connections: dict[str, list[tuple[int, str, Any]]] = {}
+        self._connections: dict[str, list[_ConnectionRow]] = {}
         #: (provider_config_key, delivery_id) → its row: prefetched, or added by this batch.
         self.deliveries: dict[tuple[str, str], WebhookDelivery] = {}
 
-    def connections(self, key: str) -> list[tuple[int, str, Any]]:
+    def connections(self, key: str) -> list[_ConnectionRow]:
         if key not in self._connections:
             self._connections[key] = _connections_of(self._session, key)
         return self._connections[key]
@@ -237,7 +240,7 @@ def _route_batch(
                 integration,
                 row.headers,
                 row.body,
-                [(cid, meta or {}) for _, cid, meta in batch.connections(row.provider_config_key)],
+                [(c[1], c[2] or {}) for c in batch.connections(row.provider_config_key)],
             )
         )
     batch.prefetch_deliveries(
@@ -342,11 +345,34 @@ class _Routed:
 
     runs: tuple[SyncRun, ...] = ()
     notification_ids: tuple[int, ...] = ()
+    #: pk → (pk, connection_id, metadata, credentials_encrypted) of the runs' connections.
+    connections: Mapping[int, _ConnectionRow] = field(default_factory=dict)
 
     def result(self, row: WebhookEvent, claim: bool) -> RouteResult:
-        return RouteResult(
-            tuple(run.id for run in self.runs), self.notification_ids, row.state, claim
+        run_ids = tuple(run.id for run in self.runs)
+        if not claim:
+            return RouteResult(run_ids, self.notification_ids, row.state)
+        claims = tuple(
+            Claim(
+                run_id=run.id,
+                attempt=run.attempts,
+                kind=run.kind,
+                sync_name=run.sync_name,
+                sync_type=run.sync_type,
+                started_at=run.started_at or run.created_at,
+                payload=run.payload,
+                options={},
+                webhook_event_id=run.webhook_event_id,
+                connection_pk=run.connection_pk,
+                connection_id=self.connections[run.connection_pk][1],
+                provider_config_key=row.provider_config_key,
+                credentials_encrypted=self.connections[run.connection_pk][3],
+                metadata=dict(self.connections[run.connection_pk][2] or {}),
+                last_sync_date=None,
+            )
+            for run in self.runs
         )
+        return RouteResult(run_ids, self.notification_ids, row.state, True, claims)
 
 
 def _route(
@@ -382,10 +408,13 @@ def _route(
         if batch is not None
         else _connections_of(session, row.provider_config_key)
     )
-    pk_by_id = {cid: pk for pk, cid, _ in connections}
+    pk_by_id = {connection[1]: connection[0] for connection in connections}
     if plan is None:
         plan = plan_event(
-            integration, row.headers, row.body, [(cid, meta or {}) for _, cid, meta in connections]
+            integration,
+            row.headers,
+            row.body,
+            [(connection[1], connection[2] or {}) for connection in connections],
         )
     row.delivery_id = plan.delivery_id
     row.event_type = ",".join(plan.event_types)[:255] or None
@@ -457,15 +486,27 @@ def _route(
     else:
         state = WebhookState.UNROUTED
     _finish(row, state, error)
-    return _Routed(tuple(runs), notification_ids)
+    by_pk = {connection[0]: connection for connection in connections}
+    return _Routed(
+        tuple(runs), notification_ids, {run.connection_pk: by_pk[run.connection_pk] for run in runs}
+    )
 
 
-def _connections_of(session: Session, key: str) -> list[tuple[int, str, Any]]:
-    """``(pk, connection_id, metadata)`` of every connection of integration ``key``."""
+#: ``(pk, connection_id, metadata, credentials_encrypted)`` of a connection.
+_ConnectionRow = tuple[int, str, Any, str]
+
+
+def _connections_of(session: Session, key: str) -> list[_ConnectionRow]:
+    """Every connection of integration ``key`` (with what a claim of its runs needs)."""
     return [
-        (pk, cid, meta)
-        for pk, cid, meta in session.execute(
-            select(Connection.id, Connection.connection_id, Connection.metadata_json)
+        (pk, cid, meta, credentials)
+        for pk, cid, meta, credentials in session.execute(
+            select(
+                Connection.id,
+                Connection.connection_id,
+                Connection.metadata_json,
+                Connection.credentials_encrypted,
+            )
             .where(Connection.provider_config_key == key)
             .order_by(Connection.id)
         )
