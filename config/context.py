@@ -103,6 +103,10 @@ class AppContext:
         celery_app = self.__dict__.pop("celery_app", None)
         if celery_app is not None:
             celery_app.close()
+        # The delivery threads workers.notify started for this context, if any.
+        senders = self.__dict__.pop("notify_senders", None)
+        if senders is not None:
+            senders.shutdown(wait=False)
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:
