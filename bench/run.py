@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import merge
+from bench import e2e, merge
 
-BENCHMARKS = {"merge": merge.main}
+BENCHMARKS = {"merge": merge.main, "e2e": e2e.main}
 
 
 def main(argv: list[str] | None = None) -> int:
