@@ -11,9 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import e2e, merge
+from bench import e2e, ingress, merge, scheduler
 
-BENCHMARKS = {"merge": merge.main, "e2e": e2e.main}
+BENCHMARKS = {
+    "merge": merge.main,
+    "ingress": ingress.main,
+    "scheduler": scheduler.main,
+    "e2e": e2e.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from cache.db import session_scope
 from cache.models import Connection, Schedule, SyncRun, WebhookDelivery
@@ -199,6 +199,35 @@ def test_finishing_without_integrations_uses_the_override_or_the_claimed_slot(
         run.state, run.started_at = "success", T0 + timedelta(minutes=7)
         finish_poll_run(session, run, T0 + timedelta(minutes=9))
     assert schedule_of(app, pk).next_run_at == T0 + timedelta(minutes=10)
+
+
+def test_a_claim_that_loses_leaves_no_run(app: AppContext) -> None:
+    # Another beat claims one schedule after this batch read it and inserted its runs, but
+    # before the batch's UPDATE: that claim must lose, and its run must go with it.
+    first, second = _connect(app, "first"), _connect(app, "second")
+    taken = schedule_of(app, second).id
+    fired: list[str] = []
+
+    def claim_meanwhile(conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO sync_runs") and not fired:
+            fired.append(statement)
+            other = conn.connection.dbapi_connection.cursor()
+            other.execute(f"UPDATE schedules SET active_run_id = -1 WHERE id = {taken}")
+            other.close()
+
+    event.listen(app.engine, "after_cursor_execute", claim_meanwhile)
+    try:
+        (run_id,) = _claim(app, T0)
+    finally:
+        event.remove(app.engine, "after_cursor_execute", claim_meanwhile)
+    assert fired
+    assert _count_runs(app) == 1
+    assert (_run(app, run_id).connection_pk, schedule_of(app, first).active_run_id) == (
+        first, run_id,
+    )  # fmt: skip
+    assert (schedule_of(app, second).active_run_id, schedule_of(app, second).next_run_at) == (
+        -1, T0,
+    )  # fmt: skip
 
 
 def test_trigger_runs_now_once_and_acknowledges_while_active(app: AppContext) -> None:
