@@ -20,6 +20,7 @@ the merging strategy kept (skipped) is recorded there too: the source still has 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -655,12 +656,8 @@ def _lock_seq(conn: DBConnection, connection_pk: int, model: str) -> int:
     row is created with ON CONFLICT DO NOTHING — two first writers race harmlessly — and
     then locked with SELECT … FOR UPDATE.
     """
-    query = (
-        select(_seqs.c.seq)
-        .where(_seqs.c.connection_pk == connection_pk, _seqs.c.model == model)
-        .with_for_update()
-    )
-    value = conn.execute(query).scalar()
+    params = {"p_pk": connection_pk, "p_model": model}
+    value = conn.execute(_LOCK_SEQ, params).scalar()
     if value is None:
         try:
             conn.execute(
@@ -672,16 +669,25 @@ def _lock_seq(conn: DBConnection, connection_pk: int, model: str) -> int:
                 code="unknown_connection",
                 field="connection",
             ) from error
-        value = conn.execute(query).scalar_one()
+        value = conn.execute(_LOCK_SEQ, params).scalar_one()
     return int(value)
 
 
+# Built once: a batch of one record spends more building statements than running them.
+_LOCK_SEQ = (
+    select(_seqs.c.seq)
+    .where(_seqs.c.connection_pk == bindparam("p_pk"), _seqs.c.model == bindparam("p_model"))
+    .with_for_update()
+)
+_SET_SEQ = (
+    update(_seqs)
+    .where(_seqs.c.connection_pk == bindparam("p_pk"), _seqs.c.model == bindparam("p_model"))
+    .values(seq=bindparam("p_seq"))
+)
+
+
 def _set_seq(conn: DBConnection, connection_pk: int, model: str, seq: int) -> None:
-    conn.execute(
-        update(_seqs)
-        .where(_seqs.c.connection_pk == connection_pk, _seqs.c.model == model)
-        .values(seq=seq)
-    )
+    conn.execute(_SET_SEQ, {"p_pk": connection_pk, "p_model": model, "p_seq": seq})
 
 
 #: New records on Postgres: binary COPY, several times faster than an executemany INSERT.
@@ -766,6 +772,20 @@ def _read_stored(
     array: ``json.dumps`` is one C call where the driver adapts an array item by item.
     Postgres needs statistics to plan it that way (see ``_has_outgrown_statistics``).
     """
+    query = _stored_query(conn.dialect.name, with_payload)
+    ids_param = json.dumps(external_ids, ensure_ascii=False)
+    result = conn.execute(query, {"ids": ids_param, "p_pk": connection_pk, "p_model": model})
+    # Straight from the DBAPI cursor: no column here needs converting, and SQLAlchemy's
+    # row objects cost more than the SELECT itself on a batch of unchanged records.
+    assert result.cursor is not None
+    rows = result.cursor.fetchall()
+    result.close()
+    return {row[1]: row for row in rows}
+
+
+@functools.cache
+def _stored_query(dialect: str, with_payload: bool) -> Any:
+    """``_read_stored``'s SELECT for a dialect, built once."""
     columns = [
         _records.c.id,
         _records.c.external_id,
@@ -777,32 +797,24 @@ def _read_stored(
     ]
     if with_payload:
         columns.append(_records.c.payload)
-    in_model = (_records.c.connection_pk == connection_pk, _records.c.model == model)
-    if conn.dialect.name == "postgresql":
+    in_model = (
+        _records.c.connection_pk == bindparam("p_pk"),
+        _records.c.model == bindparam("p_model"),
+    )
+    if dialect == "postgresql":
         wanted = (
             func.json_array_elements_text(sql_cast(bindparam("ids", type_=Text), postgresql.JSON))
             .table_valued("value")
             .render_derived(name="wanted")
         )
-        query = (
+        return (
             select(*columns)
             .select_from(wanted.join(_records, _records.c.external_id == wanted.c.value))
             .where(*in_model)
         )
-    else:
-        # SQLite: IN (subquery) is one index lookup per id; the same join scans the model.
-        wanted = func.json_each(bindparam("ids", type_=String)).table_valued("value")
-        query = select(*columns).where(
-            *in_model, _records.c.external_id.in_(select(wanted.c.value))
-        )
-    ids_param = json.dumps(external_ids, ensure_ascii=False)
-    result = conn.execute(query, {"ids": ids_param})
-    # Straight from the DBAPI cursor: no column here needs converting, and SQLAlchemy's
-    # row objects cost more than the SELECT itself on a batch of unchanged records.
-    assert result.cursor is not None
-    rows = result.cursor.fetchall()
-    result.close()
-    return {row[1]: row for row in rows}
+    # SQLite: IN (subquery) is one index lookup per id; the same join scans the model.
+    wanted = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+    return select(*columns).where(*in_model, _records.c.external_id.in_(select(wanted.c.value)))
 
 
 def _mark_seen(conn: DBConnection, connection_pk: int, model: str, external_ids: list[str]) -> None:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -604,18 +604,13 @@ def finish_runs(
         runs = {
             run.id: run
             for run in session.scalars(
-                select(SyncRun)
-                .where(SyncRun.id.in_([claim.run_id for claim, _ in finished]))
-                .order_by(SyncRun.id)
-                .with_for_update()
+                _RUNS_TO_FINISH, {"ids": [claim.run_id for claim, _ in finished]}
             )
         }
         # Into the identity map at once (held here: the map keeps only weak references),
         # since each notification reads its run's connection.
         connections = session.scalars(
-            select(Connection).where(
-                Connection.id.in_({run.connection_pk for run in runs.values()})
-            )
+            _CONNECTIONS_BY_PK, {"pks": sorted({run.connection_pk for run in runs.values()})}
         ).all()
         successes: dict[tuple[int, str], list[tuple[SyncRun, Claim, Outcome]]] = {}
         events: set[str] = set()
@@ -765,27 +760,36 @@ def _mark_events_processed(session: Session, event_ids: list[str]) -> None:
     workers finishing runs of one event at once serialize here, and the second one's next
     statement sees the first one's runs as finished (READ COMMITTED re-reads per statement).
     """
-    session.execute(
-        select(WebhookEvent.id)
-        .where(WebhookEvent.id.in_(event_ids))
-        .order_by(WebhookEvent.id)
-        .with_for_update()
-    ).all()
-    unfinished = (
-        select(SyncRun.id)
+    session.execute(_LOCK_EVENTS, {"ids": event_ids}).all()
+    session.execute(_EVENTS_PROCESSED, {"ids": event_ids})
+
+
+# Built once (building a statement costs about as much as running it).
+_RUNS_TO_FINISH = (
+    select(SyncRun)
+    .where(SyncRun.id.in_(bindparam("ids", expanding=True)))
+    .order_by(SyncRun.id)
+    .with_for_update()
+)
+_CONNECTIONS_BY_PK = select(Connection).where(Connection.id.in_(bindparam("pks", expanding=True)))
+_LOCK_EVENTS = (
+    select(WebhookEvent.id)
+    .where(WebhookEvent.id.in_(bindparam("ids", expanding=True)))
+    .order_by(WebhookEvent.id)
+    .with_for_update()
+)
+_EVENTS_PROCESSED = (
+    update(WebhookEvent)
+    .where(
+        WebhookEvent.id.in_(bindparam("ids", expanding=True)),
+        WebhookEvent.state == WebhookState.ROUTED.value,
+        ~select(SyncRun.id)
         .where(
             SyncRun.webhook_event_id == WebhookEvent.id,
             SyncRun.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
         )
-        .exists()
+        .exists(),
     )
-    session.execute(
-        update(WebhookEvent)
-        .where(
-            WebhookEvent.id.in_(event_ids),
-            WebhookEvent.state == WebhookState.ROUTED.value,
-            ~unfinished,
-        )
-        .values(state=WebhookState.PROCESSED.value)
-        .execution_options(synchronize_session=False)
-    )
+    .values(state=WebhookState.PROCESSED.value)
+    .execution_options(synchronize_session=False)
+)

@@ -318,10 +318,11 @@ def _insert(
     if not rows:
         return []
     # One INSERT … RETURNING for every row (no unit of work): ids come back in row order.
-    inserted = session.execute(
-        insert(Notification).returning(Notification.id, sort_by_parameter_order=True), rows
-    )
+    inserted = session.execute(_INSERT_RETURNING_ID, rows)
     return [int(notification_id) for notification_id in inserted.scalars()]
+
+
+_INSERT_RETURNING_ID = insert(Notification).returning(Notification.id, sort_by_parameter_order=True)
 
 
 def _active_urls(session: Session, urls: Sequence[str]) -> list[str]:
@@ -333,13 +334,7 @@ def _active_urls(session: Session, urls: Sequence[str]) -> list[str]:
     key = ("hooksync_gone_urls", tuple(urls))
     gone = session.info.get(key)
     if gone is None:
-        gone = session.info[key] = set(
-            session.scalars(
-                select(AppEndpoint.url).where(
-                    AppEndpoint.url.in_(set(urls)), AppEndpoint.gone_at.is_not(None)
-                )
-            )
-        )
+        gone = session.info[key] = set(session.scalars(_GONE_OF, {"urls": sorted(set(urls))}))
     if gone:
         log.warning(
             "app URL(s) %s answered 410 earlier; no notification recorded for them "
@@ -496,43 +491,11 @@ def deliver_many(
         return
     started = now or utcnow()
     lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
+    ids = list(notification_ids)
     with session_scope(ctx.sessions) as session:
-        session.execute(
-            update(Notification)
-            .where(
-                Notification.id.in_(list(notification_ids)),
-                Notification.state == NotificationState.PENDING.value,
-                Notification.next_attempt_at <= started,
-                or_(
-                    Notification.lease_expires_at.is_(None),
-                    Notification.lease_expires_at <= started,
-                ),
-            )
-            .values(lease_expires_at=lease)
-            .execution_options(synchronize_session=False)
-        )
-        rows = session.execute(
-            select(
-                Notification.id,
-                Notification.url,
-                Notification.body,
-                Notification.webhook_id,
-                Notification.attempts,
-            )
-            .where(
-                Notification.id.in_(list(notification_ids)),
-                Notification.lease_expires_at == lease,
-            )
-            .order_by(Notification.id)
-        ).all()
-        gone = set(
-            session.scalars(
-                select(AppEndpoint.url).where(
-                    AppEndpoint.url.in_({row.url for row in rows}),
-                    AppEndpoint.gone_at.is_not(None),
-                )
-            )
-        )
+        session.execute(_CLAIM_MANY, {"ids": ids, "p_now": started, "p_lease": lease})
+        rows = session.execute(_CLAIMED, {"ids": ids, "p_lease": lease}).all()
+        gone = set(session.scalars(_GONE_OF, {"urls": sorted({row.url for row in rows})}))
     post = _keep_alive_post(ctx)
     sendable = []
     for row in rows:
@@ -583,6 +546,40 @@ def deliver_many(
                 delivered,
             )
         log.info("notifications %s: delivered", [item["nid"] for item in delivered])
+
+
+# ``deliver_many``'s statements, built once (building one costs about as much as running it).
+_CLAIM_MANY = (
+    update(Notification)
+    .where(
+        Notification.id.in_(bindparam("ids", expanding=True)),
+        Notification.state == NotificationState.PENDING.value,
+        Notification.next_attempt_at <= bindparam("p_now"),
+        or_(
+            Notification.lease_expires_at.is_(None),
+            Notification.lease_expires_at <= bindparam("p_now"),
+        ),
+    )
+    .values(lease_expires_at=bindparam("p_lease"))
+    .execution_options(synchronize_session=False)
+)
+_CLAIMED = (
+    select(
+        Notification.id,
+        Notification.url,
+        Notification.body,
+        Notification.webhook_id,
+        Notification.attempts,
+    )
+    .where(
+        Notification.id.in_(bindparam("ids", expanding=True)),
+        Notification.lease_expires_at == bindparam("p_lease"),
+    )
+    .order_by(Notification.id)
+)
+_GONE_OF = select(AppEndpoint.url).where(
+    AppEndpoint.url.in_(bindparam("urls", expanding=True)), AppEndpoint.gone_at.is_not(None)
+)
 
 
 def _release_to_deliver(ctx: AppContext, notification_id: int, lease: datetime) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -146,10 +146,7 @@ def route_events(
     try:
         with session_scope(ctx.sessions) as session:
             ids = {event_id for _, event_id, _ in parsed}
-            known = {
-                row.id: row
-                for row in session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids)))
-            }
+            known = {row.id: row for row in session.scalars(_EVENTS_BY_ID, {"ids": list(ids)})}
             fresh: dict[str, tuple[int, Mapping[str, Any]]] = {}
             for index, event_id, event in parsed:
                 existing = known.get(event_id)
@@ -209,13 +206,7 @@ class _Batch:
     def prefetch_deliveries(self, pairs: set[tuple[str, str]]) -> None:
         if not pairs:
             return
-        found = self._session.scalars(
-            select(WebhookDelivery).where(
-                tuple_(WebhookDelivery.provider_config_key, WebhookDelivery.delivery_id).in_(
-                    list(pairs)
-                )
-            )
-        )
+        found = self._session.scalars(_DELIVERIES_SEEN, {"pairs": list(pairs)})
         for row in found:
             self.deliveries[(row.provider_config_key, row.delivery_id)] = row
 
@@ -500,17 +491,27 @@ def _connections_of(session: Session, key: str) -> list[_ConnectionRow]:
     """Every connection of integration ``key`` (with what a claim of its runs needs)."""
     return [
         (pk, cid, meta, credentials)
-        for pk, cid, meta, credentials in session.execute(
-            select(
-                Connection.id,
-                Connection.connection_id,
-                Connection.metadata_json,
-                Connection.credentials_encrypted,
-            )
-            .where(Connection.provider_config_key == key)
-            .order_by(Connection.id)
-        )
+        for pk, cid, meta, credentials in session.execute(_CONNECTIONS_OF, {"key": key})
     ]
+
+
+# The batch's reads, built once (building a statement costs about as much as running it).
+_EVENTS_BY_ID = select(WebhookEvent).where(WebhookEvent.id.in_(bindparam("ids", expanding=True)))
+_DELIVERIES_SEEN = select(WebhookDelivery).where(
+    tuple_(WebhookDelivery.provider_config_key, WebhookDelivery.delivery_id).in_(
+        bindparam("pairs", expanding=True)
+    )
+)
+_CONNECTIONS_OF = (
+    select(
+        Connection.id,
+        Connection.connection_id,
+        Connection.metadata_json,
+        Connection.credentials_encrypted,
+    )
+    .where(Connection.provider_config_key == bindparam("key"))
+    .order_by(Connection.id)
+)
 
 
 def _claim_delivery(
