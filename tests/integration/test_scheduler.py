@@ -59,7 +59,7 @@ INTEGRATIONS = Integrations(
 
 @pytest.fixture
 def app(ctx: AppContext) -> AppContext:
-    ctx.__dict__["integrations"] = INTEGRATIONS
+    ctx.pin_integrations(INTEGRATIONS)
     return ctx
 
 
