@@ -23,9 +23,21 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, case, delete, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from cache.db import rows_matched
 from cache.models import (
@@ -190,7 +202,7 @@ def claim_due(
     integration_of = dict(
         session.execute(
             select(Connection.id, Connection.provider_config_key).where(
-                Connection.id.in_({row.connection_pk for row in rows})
+                _among(session, Connection.id, sorted({row.connection_pk for row in rows}))
             )
         ).all()
     )
@@ -238,7 +250,9 @@ def _insert_poll_runs(
     columns = {
         "connection_pk": Schedule.connection_pk,
         "sync_name": Schedule.sync_name,
-        "sync_type": case((Schedule.id.in_(incremental), "INCREMENTAL"), else_="INITIAL"),
+        "sync_type": case(
+            (_among(session, Schedule.id, incremental), "INCREMENTAL"), else_="INITIAL"
+        ),
         **{
             name: literal(value, SyncRun.__table__.c[name].type)
             for name, value in constants.items()
@@ -249,7 +263,9 @@ def _insert_poll_runs(
         insert(SyncRun)
         .from_select(
             list(columns),
-            select(*columns.values()).where(Schedule.id.in_([row.id for row, _s in claims])),
+            select(*columns.values()).where(
+                _among(session, Schedule.id, [row.id for row, _s in claims])
+            ),
         )
         .returning(SyncRun.id, SyncRun.connection_pk, SyncRun.sync_name)
     ).all()
@@ -302,6 +318,16 @@ def _take_schedules(
         ).all()
     )
     return [param["b_run"] for param in params if holder.get(param["b_id"]) == param["b_run"]]
+
+
+def _among(
+    session: Session, column: InstrumentedAttribute[int], ids: Sequence[int]
+) -> ColumnElement[bool]:
+    """``column IN ids``; on Postgres ``column = ANY(:array)``, one parameter instead of one
+    per id (a batch's IN lists of 500 cost the driver more than the rest of the statement)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(Integer())))
+    return column.in_(ids)
 
 
 #: A schedule's claim, run as an executemany over a batch.
