@@ -1,6 +1,6 @@
 """End-to-end load: webhook sent → app notified, against a Celery no-op floor (DESIGN §11).
 
-    python -m bench.e2e [--seconds N] [--quick] [--no-postgres] [--postgres-url URL]
+    python -m bench.e2e [--seconds N] [--quick] [--no-postgres] [--postgres-url URL] [--keep]
 
 The whole deployment runs as real processes, as ``demo.stack`` starts them from the
 Procfile: migrate, web (gunicorn, 2 workers), one worker (Celery prefork, concurrency 2),
@@ -69,6 +69,7 @@ from bench.e2e_load import LoadGenerator, LoadResult, Plan, build_webhook, post_
 from bench.e2e_report import (
     CONNECTIONS,
     HEADER,
+    TARGET_RATE,
     Phase,
     Row,
     format_row,
@@ -505,20 +506,20 @@ def machine_note() -> str:
     return note
 
 
-def measure_floor(name: str, folder: Path, tasks: int) -> float:
+def measure_floor(name: str, folder: Path, seconds: float) -> float:
     """The floor on the embedded Redis the deployment then uses (and stops when it stops)."""
     var_dir = folder / "var"
     redis_url = ensure_embedded_redis(var_dir)
     try:
-        floor = floor_celery.measure(redis_url, tasks, folder / "floor-worker.log")
+        floor = floor_celery.measure(redis_url, folder / "floor-worker.log", seconds=seconds)
     except BaseException:
         stop_embedded_redis(var_dir)
         raise
     say(
         f"{name} floor: Celery no-op task, prefork concurrency 2, hooksync's broker settings, "
-        f"on the deployment's embedded Redis: {floor.rate:.0f} tasks/s ({floor.count} tasks, "
-        f"published beforehand at {floor.publish_rate:.0f}/s; worker CPU "
-        f"{floor.cpu_ms_per_task:.2f} ms/task)"
+        f"on the deployment's embedded Redis: {floor.rate:.0f} tasks/s ({floor.done} tasks in "
+        f"{floor.seconds:.1f} s from a loaded queue; worker CPU {floor.cpu_ms_per_task:.2f} "
+        "ms/task)"
     )
     return floor.rate
 
@@ -537,12 +538,16 @@ def main(argv: list[str] | None = None) -> int:
         help="length of each fixed-rate phase and saturation hold (default 10)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="3 s phases, fewer idle webhooks, a smaller floor run"
+        "--quick",
+        action="store_true",
+        help="3 s phases, only the 100/s latency phases, 15 idle webhooks, a 3 s floor",
     )
     parser.add_argument("--postgres-url", help="an existing Postgres (default: start one)")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--idle", type=int, default=50, help="idle webhooks, one at a time")
-    parser.add_argument("--floor-tasks", type=int, default=2000, help="no-op tasks for the floor")
+    parser.add_argument(
+        "--floor-seconds", type=float, default=6.0, help="how long the floor is timed"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temp folder (process logs, notifications.tsv)"
     )
@@ -550,8 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds = min(args.seconds, 3.0)
         args.idle = min(args.idle, 15)
-        args.floor_tasks = min(args.floor_tasks, 1000)
-    args.rates = RATES
+        args.floor_seconds = min(args.floor_seconds, 3.0)
+    args.rates = (TARGET_RATE,) if args.quick else RATES
     previous = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         return run(args)
@@ -574,7 +579,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
             for name, database_url in backends:
                 try:
-                    floor = measure_floor(name, root / name, args.floor_tasks)
+                    floor = measure_floor(name, root / name, args.floor_seconds)
                     rows.append(Row(name, "floor: Celery no-op tasks/s", f"{floor:.0f}/s"))
                     got, bad = bench_backend(name, database_url, root / name, args, floor)
                 except (RuntimeError, OSError, requests.RequestException) as error:

@@ -6,20 +6,24 @@ result backend, the same visibility timeout and transport options), consumed by 
 worker with concurrency 2 started like hooksync's (``--loglevel INFO --without-gossip
 --without-mingle``), on the same embedded Redis (a Unix socket, AOF fsync on every write).
 
-``measure(redis_url, count, log_path)`` loads the queue with ``count`` tasks first, then
-starts the worker and times it from 10 % to 90 % of the tasks done (worker start-up and the
-last stragglers are outside the window). Done is read from Redis without touching the task:
-``count - LLEN(queue) - HLEN(unacked)`` (kombu keeps a delivered, unacknowledged message in
-the ``unacked`` hash until the late ack).
+``measure(redis_url, log_path)`` loads the queue first (far more tasks than the window
+needs), then starts the worker and counts the tasks it completes in a fixed window opened
+once the first 100 are done (so the pool's start-up is outside it). Done is read from Redis
+without touching the task: ``count - LLEN(queue) - HLEN(unacked)`` (kombu keeps a delivered,
+unacknowledged message in the ``unacked`` hash until the late ack).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,7 @@ import psutil
 import redis
 from celery import Celery
 
-__all__ = ["QUEUE", "FloorResult", "app", "measure"]
+__all__ = ["QUEUE", "FloorResult", "app", "make_app", "measure"]
 
 #: The floor's own queue, so nothing of hooksync's is consumed or counted.
 QUEUE = "bench-floor"
@@ -87,27 +91,61 @@ app = make_app(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
 
 @dataclass(frozen=True)
 class FloorResult:
-    #: Tasks completed per second between 10 % and 90 % done.
+    #: Tasks completed per second in the measured window.
     rate: float
-    #: Tasks published per second while the queue was loaded (one producer, for reference).
-    publish_rate: float
-    count: int
-    #: CPU time of the worker (parent and children) per task between 10 % and 90 % done.
+    #: Tasks completed in the window, and its length.
+    done: int
+    seconds: float
+    #: CPU time of the worker (parent and children) per task in the window.
     cpu_ms_per_task: float
 
 
-def measure(redis_url: str, count: int, log_path: Path, timeout: float = 120.0) -> FloorResult:
-    """Publish ``count`` no-op tasks, then time a concurrency-2 prefork worker through them."""
-    producer_app = make_app(redis_url)
+def measure(
+    redis_url: str, log_path: Path, *, seconds: float = 6.0, count: int = 20_000
+) -> FloorResult:
+    """Load the queue with ``count`` no-op tasks, start a concurrency-2 prefork worker, and
+    count what it completes in ``seconds`` once the first ``WARMUP`` are done."""
     client = redis.Redis.from_url(redis_url)
-    client.delete(QUEUE)
-    task = producer_app.tasks["bench.noop"]
-    started = time.perf_counter()
-    with producer_app.producer_or_acquire() as producer:
-        for index in range(count):
-            task.apply_async((index,), producer=producer)
-    publish_rate = count / (time.perf_counter() - started)
+    try:
+        _load_queue(client, make_app(redis_url), count)
+        worker = _start_worker(redis_url, log_path)
+        try:
+            result = _watch(client, count, worker, seconds)
+        finally:
+            _stop(worker)
+            # Whatever the worker did not take; it gave back what it held when it stopped.
+            client.delete(QUEUE, "unacked", "unacked_index")
+    finally:
+        client.close()
+    return result
 
+
+#: Tasks done before the window opens (the pool's start-up is not the floor).
+WARMUP = 100
+
+
+def _load_queue(client: Any, producer_app: Celery, count: int) -> None:
+    """Publish one task through Celery, then copy its message ``count - 1`` times with new
+    task ids and delivery tags in one Redis pipeline: the same wire format, loaded in
+    milliseconds rather than the seconds ``count`` calls to ``apply_async`` take."""
+    client.delete(QUEUE)
+    producer_app.tasks["bench.noop"].apply_async((0,))
+    producer_app.close()
+    template = json.loads(client.lrange(QUEUE, 0, 0)[0])
+    pipe = client.pipeline(transaction=False)
+    for index in range(1, count):
+        message = copy.deepcopy(template)
+        task_id = str(uuid.uuid4())
+        message["headers"].update(id=task_id, root_id=task_id, argsrepr=f"({index},)")
+        message["properties"].update(correlation_id=task_id, delivery_tag=str(uuid.uuid4()))
+        message["body"] = base64.b64encode(
+            json.dumps([[index], {}, json.loads(base64.b64decode(template["body"]))[2]]).encode()
+        ).decode()
+        pipe.lpush(QUEUE, json.dumps(message))
+    pipe.execute()
+
+
+def _start_worker(redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, BROKER_ENV: redis_url, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     command = [
@@ -116,51 +154,36 @@ def measure(redis_url: str, count: int, log_path: Path, timeout: float = 120.0) 
         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
     ]  # fmt: skip
     with open(log_path, "ab") as log:
-        worker = subprocess.Popen(
+        return subprocess.Popen(
             command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    try:
-        marks, cpu = _watch(client, count, worker, timeout)
-    finally:
-        _stop(worker)
-        client.close()
-        producer_app.close()
-    t10, t90 = marks
-    done = count - 2 * (count // 10)
-    return FloorResult(
-        rate=done / (t90 - t10),
-        publish_rate=publish_rate,
-        count=count,
-        cpu_ms_per_task=cpu * 1000 / done,
-    )
 
 
 def _watch(
-    client: Any, count: int, worker: subprocess.Popen[bytes], timeout: float
-) -> tuple[tuple[float, float], float]:
-    """Poll how many tasks are done until all are: the times 10 % and 90 % were reached, and
-    the worker's CPU seconds in between."""
-    low, high = count // 10, count - count // 10
-    marks: dict[int, tuple[float, float]] = {}
+    client: Any, count: int, worker: subprocess.Popen[bytes], seconds: float, timeout: float = 60
+) -> FloorResult:
+    """Poll how many tasks are done (``count - LLEN(queue) - HLEN(unacked)``)."""
     deadline = time.monotonic() + timeout
-    done = 0
-    while done < count:
+    opened: tuple[float, int, float] | None = None  # (time, done, worker CPU) at WARMUP
+    while True:
         if worker.poll() is not None:
             raise RuntimeError(f"the floor's Celery worker exited with {worker.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the floor's Celery worker did not finish in {timeout}s")
         pipe = client.pipeline(transaction=False)
         pipe.llen(QUEUE)
         pipe.hlen("unacked")
         waiting, unacked = pipe.execute()
-        done = count - waiting - unacked
-        for mark in (low, high):
-            if done >= mark and mark not in marks:
-                marks[mark] = (time.monotonic(), _cpu_seconds(worker.pid))
+        now, done = time.monotonic(), count - waiting - unacked
+        if opened is None:
+            if done >= WARMUP:
+                opened = (now, done, _cpu_seconds(worker.pid))
+            elif now > deadline:
+                raise RuntimeError(f"the floor's Celery worker did not start in {timeout}s")
+        elif now - opened[0] >= seconds or done >= count:
+            tasks, elapsed = done - opened[1], now - opened[0]
+            cpu = _cpu_seconds(worker.pid) - opened[2]
+            return FloorResult(tasks / elapsed, tasks, elapsed, cpu * 1000 / max(tasks, 1))
         time.sleep(0.005)
-    (t_low, cpu_low), (t_high, cpu_high) = marks[low], marks[high]
-    return (t_low, t_high), cpu_high - cpu_low
 
 
 def _cpu_seconds(pid: int) -> float:
