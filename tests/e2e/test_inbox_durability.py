@@ -171,14 +171,29 @@ def test_every_acknowledged_webhook_is_routed_exactly_once_across_kill_9(
                     )
                 ).all()
             )
+            # Read again: the loop read the states before the run count, and a run that
+            # finished in between marks its event processed in the same commit.
+            events = dict(
+                session.execute(
+                    select(WebhookEvent.id, WebhookEvent.state).where(
+                        WebhookEvent.id.in_(list(accepted))
+                    )
+                ).all()
+            )
             states = {state for state in events.values()}
             records = set(session.scalars(select(Record.external_id).where(Record.model == "Item")))
+            stuck = [event_id for event_id, state in events.items() if state != "processed"]
+            stuck_runs = session.execute(
+                select(SyncRun.webhook_event_id, SyncRun.id, SyncRun.state, SyncRun.attempts).where(
+                    SyncRun.webhook_event_id.in_(stuck[:10])
+                )
+            ).all()
     finally:
         engine.dispose()
     # Routed once each: one run per event, no event routed a second time as a duplicate.
     assert set(runs_per_event) == set(accepted)
     assert set(runs_per_event.values()) == {1}
-    assert states == {"processed"}, states
+    assert states == {"processed"}, (len(stuck), stuck_runs, deployment.tail("worker", 80))
     assert records == set(accepted.values())
 
 
