@@ -13,8 +13,9 @@ received by ``bench.e2e_sink`` in a process of its own. The load comes from
 
 Measured, on SQLite then on Postgres (a throw-away ``initdb`` server unless a URL is given):
 
-* floor: a Celery no-op task's throughput on the same embedded Redis with hooksync's broker
-  settings and a prefork worker of concurrency 2 (``bench.floor_celery``), measured once;
+* floor: a Celery no-op task's throughput with hooksync's broker settings and a prefork
+  worker of concurrency 2 (``bench.floor_celery``), on each deployment's embedded Redis
+  right before its phases (so drift on a shared machine hits both alike);
 * idle latency: one webhook at a time, the next once the app has its notification;
 * saturation throughput, for webhooks spread round-robin over 100 connections and for one
   hot connection: the offered rate ramps up (x1.4 every 1.25 s from 10/s) until the
@@ -27,7 +28,8 @@ Measured, on SQLite then on Postgres (a throw-away ``initdb`` server unless a UR
   the throughput, beside the floor (target 0.33x);
 * latency at fixed offered rates 50, 100, 200/s (both spreads), ``--seconds`` each: p50 and
   p99 of send → app notified (targets at 100/s: 30 and 100 ms). A phase whose backlog passes
-  one second of its offered rate stops sending and is reported as saturated;
+  100 or one second of its offered rate, whichever is more, stops sending and is reported as
+  saturated (``--quick``: 3 s phases, 100/s only);
 * peak RSS of every process (gunicorn master and each worker, Celery parent and each child,
   beat) during the load (targets: web 100 MB, worker 150 MB per process).
 
