@@ -27,10 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -169,7 +165,12 @@ def read_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def _alembic_config(url: str) -> AlembicConfig:
+def _alembic_config(url: str) -> Any:
+    # Alembic is imported here, not at the top: every process imports this module, and
+    # alembic (about 12 MB resident) is needed only by the release step and the start-up
+    # check, not by a web or worker process once it runs.
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -178,6 +179,8 @@ def _alembic_config(url: str) -> AlembicConfig:
 
 def migrate(url: str) -> None:
     """Apply every migration (the Procfile's ``release`` step). Safe to run again."""
+    from alembic import command
+
     command.upgrade(_alembic_config(url), "head")
 
 
@@ -187,6 +190,9 @@ def assert_migrated(engine: Engine) -> None:
     Raises:
         ConfigError: one line telling the operator to run the release step.
     """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config(str(engine.url))).get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
