@@ -174,12 +174,14 @@ def _assert_ready(settings: Settings) -> None:
 def _web(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_imports("web")
+    # Checked once here, so each gunicorn worker skips it (and never imports alembic).
     _assert_ready(settings)
     _export_redis_url(settings)
     bind = f"{settings.host}:{settings.port}"
     _exec(
         [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
-         "--access-logfile", "-", "--graceful-timeout", "10", "ingress.app:create_app()"]
+         "--access-logfile", "-", "--graceful-timeout", "10",
+         "ingress.app:create_app(check_database=False)"]
     )  # fmt: skip
     return 0
 
