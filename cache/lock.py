@@ -34,6 +34,11 @@ class LockTimeout(RetriableError):
     """The connection's lock was not acquired within the wait; try the work again later."""
 
 
+#: Seconds between two tries for a lock held elsewhere. Short: the holder is usually one
+#: batch's transaction, milliseconds long, and the waiter's latency is what it waits here.
+POLL_SECONDS = 0.005
+
+
 def lock_name(connection_pk: int) -> str:
     return f"hooksync:lock:connection:{connection_pk}"
 
@@ -146,7 +151,7 @@ def connection_locks(
     """
     pks = sorted(set(connection_pks))
     locks = [
-        redis_client.lock(lock_name(pk), timeout=timeout, sleep=0.05, thread_local=False)
+        redis_client.lock(lock_name(pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False)
         for pk in pks
     ]
     held: list[ConnectionLock] = []
@@ -182,7 +187,7 @@ def _acquire(
     redis_client: redis.Redis, connection_pk: int, *, timeout: float, wait: float
 ) -> ConnectionLock:
     lock = redis_client.lock(
-        lock_name(connection_pk), timeout=timeout, sleep=0.05, thread_local=False
+        lock_name(connection_pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False
     )
     try:
         acquired = lock.acquire(blocking=True, blocking_timeout=wait)
