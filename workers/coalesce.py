@@ -25,7 +25,6 @@ committed batches of a failed execution.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +45,7 @@ from workers.execution import (
     decrypt_cached,
     finish_runs,
     record_store,
+    report_failure,
     resolve_sync,
 )
 from workers.external import redact, secret_values
@@ -234,13 +234,4 @@ def _call(
     except LeaseLost:
         raise
     except Exception as error:
-        error_type, message = classify_error(error, script=path)
-        message = redact(message, secrets)[:MAX_ERROR_CHARS]
-        logger.warning(
-            "run %s failed (%s): %s\n%s",
-            claim.run_id,
-            error_type,
-            message,
-            redact("".join(traceback.format_exception(error)), secrets),
-        )
-        return error_type, message
+        return report_failure(claim.run_id, error, path, secrets)

@@ -62,6 +62,8 @@ __all__ = [
     "decrypt_cached",
     "execute_run",
     "finish_runs",
+    "record_store",
+    "report_failure",
     "resolve_sync",
 ]
 
@@ -387,15 +389,7 @@ def _execute(
             raise
         if heartbeat.is_lost:  # the script failed because the run was taken away
             heartbeat.check()
-        error_type, message = classify_error(error, script=path)
-        message = redact(message, secrets)[:MAX_ERROR_CHARS]
-        logger.warning(
-            "run %s failed (%s): %s\n%s",
-            claim.run_id,
-            error_type,
-            message,
-            redact("".join(traceback.format_exception(error)), secrets),
-        )
+        error_type, message = report_failure(claim.run_id, error, path, secrets)
         results = runtime.results if runtime is not None else {}
         return Outcome(results, claim.sync_type, error_type, message)
     finally:
@@ -505,6 +499,26 @@ def _first_output_model(
         return None
     sync = integrations.get_sync(connection.provider_config_key, run.sync_name)
     return sync.output[0] if sync is not None and sync.output else None
+
+
+def report_failure(
+    run_id: int, error: BaseException, script: Path | None, secrets: list[str]
+) -> tuple[str, str]:
+    """Classify a failed execution, log it with its traceback, credentials masked.
+
+    Returns:
+        ``(error_type, message)`` as the run and the app get them.
+    """
+    error_type, message = classify_error(error, script=script)
+    message = redact(message, secrets)[:MAX_ERROR_CHARS]
+    logger.warning(
+        "run %s failed (%s): %s\n%s",
+        run_id,
+        error_type,
+        message,
+        redact("".join(traceback.format_exception(error)), secrets),
+    )
+    return error_type, message
 
 
 def classify_error(error: BaseException, *, script: Path | None = None) -> tuple[str, str]:

@@ -8,6 +8,7 @@ exactly what ``kill -9`` between XREADGROUP and XACK leaves behind
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -213,3 +214,27 @@ def test_a_database_outage_puts_the_entries_back_for_any_worker(
         assert entry.event == event
     finally:
         broken.close()
+
+
+def test_a_failing_handler_fails_only_its_own_run_in_a_coalesced_group(
+    ctx: AppContext, receiver: tuple[AppReceiver, str]
+) -> None:
+    broken = webhook(ctx, "a", "x", 2, "d2")
+    body = json.dumps({"account": "a", "seq": 2}).encode()  # no item_id: the handler raises
+    broken["body_b64"] = base64.b64encode(body).decode()
+    broken["headers"]["x-bench-signature"] = (
+        "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    )
+    push_all(ctx, [webhook(ctx, "a", "x", 1, "d1"), broken, webhook(ctx, "a", "y", 3, "d3")])
+    drain_inbox(ctx, "worker-1")
+    with session_scope(ctx.sessions) as session:
+        states = [run.state for run in session.scalars(select(SyncRun).order_by(SyncRun.id))]
+    assert states == ["success", "error", "success"]
+    assert set(stored_items(ctx)) == {"x", "y"}
+    bodies = [notice.body for notice in receiver[0].received]
+    failures = [body for body in bodies if not body["success"]]
+    completions = [body for body in bodies if body["success"]]
+    assert len(failures) == 1 and failures[0]["error"]["type"] == "script_error"
+    assert "KeyError" in failures[0]["error"]["description"]
+    (completion,) = completions  # the two successes, coalesced
+    assert completion["responseResults"] == {"added": 2, "updated": 0, "deleted": 0}
