@@ -56,8 +56,10 @@ def register_tasks(celery: Celery) -> None:
     def task(name: str) -> Callable[[Callable[..., None]], Task]:
         return celery.task(name=name, **options)  # type: ignore[no-any-return]
 
-    # Until route_event commits, the webhook exists only in this message: it is the one
-    # task that must not let the message go on a transient failure. It hands the message
+    # Webhooks now reach workers through the inbox (``hooksync.drain_inbox``); this task
+    # stays for messages a previous version queued before an upgrade. Until route_event
+    # commits, the webhook exists only in such a message, so it must not let the message
+    # go on a transient failure. It hands the message
     # back to the queue (routing is idempotent on the event id) after a pause, so a
     # database outage is waited out without spinning; if Redis cannot take it back either,
     # the message stays unacknowledged and Redis restores it.
