@@ -185,7 +185,7 @@ def start_ours(env: dict[str, str], folder: Path) -> Server:
     port = _free_port()
     log = folder / "ours.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "config.cli", "web"],
+        [sys.executable, "-m", "hooksync.cli", "web"],
         env={**env, "HOOKSYNC_PORT": str(port)},
         cwd=REPO,
         stdout=subprocess.DEVNULL,  # the access log

@@ -44,9 +44,9 @@ from sqlalchemy import Engine, delete, event, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.merge import postgres
+from cache.context import AppContext
 from cache.db import migrate, session_scope
 from cache.models import Connection, RunKind, RunState, Schedule, ScheduleState, SyncRun
-from config.context import AppContext
 from config.settings import load_settings
 from scheduler.tick import TickResult, tick
 

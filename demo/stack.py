@@ -43,7 +43,7 @@ class Stack:
         self.base_url = f"http://{host}:{self.env.get('HOOKSYNC_PORT', '3003')}"
 
     def _hooksync(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "config.cli", *args]
+        return [sys.executable, "-m", "hooksync.cli", *args]
 
     def start(self, names: tuple[str, ...] = ("web", "worker", "beat")) -> Stack:
         """Migrate (the release step), then start the processes and wait for web to answer."""

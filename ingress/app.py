@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
-from config.context import AppContext
+from cache.context import AppContext
+from cache.db import assert_migrated
 from config.settings import load_settings
+from ingress import (
+    connections,
+    integrations,
+    notifications,
+    openapi,
+    records,
+    syncs,
+    webhooks,
+)
 from ingress.errors import register_error_handlers
 
 __all__ = ["create_app"]
@@ -36,24 +46,12 @@ def create_app(ctx: AppContext | None = None, *, check_database: bool = True) ->
     # Load now, not on the first webhook: a broken nango.yaml must stop start-up.
     _ = ctx.integrations
     if check_database:
-        from cache.db import assert_migrated
-
         assert_migrated(ctx.engine)
 
     app = Flask("ingress")
     app.config["MAX_CONTENT_LENGTH"] = max(MAX_REQUEST_BYTES, ctx.settings.max_webhook_bytes + 1)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["hooksync"] = ctx
-
-    from ingress import (
-        connections,
-        integrations,
-        notifications,
-        openapi,
-        records,
-        syncs,
-        webhooks,
-    )
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(records.bp)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, request
 
-from config.context import AppContext
+from cache.context import AppContext
 from ingress.errors import error_response
 
 __all__ = ["current_context", "has_valid_api_key", "require_api_key"]

@@ -37,6 +37,8 @@ from ingress.params import (
     require_connection,
     unknown_connection,
 )
+from workers.enqueue import enqueue_after_commit
+from workers.schedules import create_schedules
 
 __all__ = ["bp", "connection_to_json"]
 
@@ -50,9 +52,6 @@ bp = Blueprint("connections", __name__)
 @require_api_key
 def create_connection() -> tuple[Response, int]:
     """Import a connection with existing credentials: 201, 400 (names the field), 409."""
-    from scheduler.schedules import create_schedules
-    from workers.enqueue import enqueue_tick
-
     ctx = current_context()
     body = json_body()
     key = provider_config_key(ctx, body.get("provider_config_key"))
@@ -81,11 +80,8 @@ def create_connection() -> tuple[Response, int]:
         # Two imports of the same connection raced; the loser sees the unique constraint.
         raise _exists(key, connection_id) from None
 
-    try:
-        enqueue_tick(ctx)
-    except Exception:
-        # Best effort: the next beat tick claims the due schedules anyway.
-        log.warning("could not queue a scheduler tick after creating %r", key, exc_info=True)
+    # The new schedules are due now: a tick claims them at once rather than at the next beat.
+    enqueue_after_commit(ctx, tick=True)
     return jsonify(payload), 201
 
 

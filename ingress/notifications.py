@@ -17,8 +17,9 @@ from flask import Blueprint, Response, jsonify, request
 from cache.db import read_scope, session_scope
 from cache.models import Notification, utcnow
 from cache.page import format_optional_time
-from config.errors import BadInputError, RetriableError
+from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
+from workers.enqueue import enqueue_after_commit
 from workers.notify import list_endpoints, list_notifications, redact_url, retry_notification
 
 __all__ = ["bp", "describe_notification", "redact_url"]
@@ -81,13 +82,7 @@ def retry_view(notification_id: int) -> Response:
                 field="id",
             )
         body = describe_notification(row)
-    from workers.enqueue import enqueue_notifications
-
-    try:
-        enqueue_notifications(ctx, [notification_id])
-    except RetriableError:
-        # The row is pending and due: the beat's sweeper dispatches it shortly.
-        log.warning("notification %s: retry not queued now; the sweeper will", notification_id)
+    enqueue_after_commit(ctx, notification_ids=[notification_id])
     return jsonify({"notification": body})
 
 

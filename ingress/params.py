@@ -8,8 +8,8 @@ from flask import request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cache.context import AppContext
 from cache.models import Connection
-from config.context import AppContext
 from config.errors import BadInputError
 
 __all__ = [

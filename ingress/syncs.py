@@ -2,7 +2,7 @@
 
 ``/sync/trigger``, ``/sync/pause``, ``/sync/start``, ``/sync/status`` and
 ``/sync/update-connection-frequency``. The decisions (one active poll per connection and
-sync, the frequency grid) live in ``scheduler.schedules``; this module parses requests,
+sync, the frequency grid) live in ``workers.schedules``; this module parses requests,
 calls it in one transaction, and enqueues what it created once that transaction committed.
 """
 
@@ -16,11 +16,11 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from cache.context import AppContext
 from cache.db import read_scope, session_scope
 from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
 from cache.page import format_optional_time
-from config.context import AppContext
-from config.errors import BadInputError, RetriableError
+from config.errors import BadInputError
 from config.integrations import SyncConfig
 from ingress.auth import current_context, require_api_key
 from ingress.params import (
@@ -30,7 +30,8 @@ from ingress.params import (
     require_connection,
     unknown_connection,
 )
-from scheduler import schedules
+from workers import schedules
+from workers.enqueue import enqueue_after_commit
 
 __all__ = ["bp"]
 
@@ -73,7 +74,7 @@ def trigger() -> Response:
                 if created and options.get("emptyCache"):
                     _empty_cache(ctx, session, connection, [name])
                 run_ids += created
-    _enqueue(ctx, run_ids)
+    enqueue_after_commit(ctx, run_ids=run_ids)
     return jsonify({"success": True})
 
 
@@ -350,15 +351,3 @@ def _every(seconds: int) -> str:
         if seconds % size == 0:
             return f"every {seconds // size}{unit}"
     return f"every {seconds}s"
-
-
-def _enqueue(ctx: AppContext, run_ids: list[int]) -> None:
-    """Best effort after commit: a run whose message is lost is re-enqueued by the sweeper."""
-    if not run_ids:
-        return
-    from workers.enqueue import enqueue_runs
-
-    try:
-        enqueue_runs(ctx, run_ids)
-    except RetriableError:
-        log.warning("could not enqueue runs %s now; the sweeper will", run_ids, exc_info=True)

@@ -30,7 +30,8 @@ from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
 from ingress.signatures import SignatureError, get_scheme
-from workers import enqueue
+from workers.enqueue import enqueue_after_commit, enqueue_webhook
+from workers.events import replay_event
 from workers.routing import parse_body
 
 __all__ = ["bp", "build_event", "event_to_json"]
@@ -111,7 +112,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         raw=raw,
     )
     try:
-        enqueue.enqueue_webhook(ctx, event)
+        enqueue_webhook(ctx, event)
     except (RetriableError, redis.RedisError, KombuOperationalError, OSError):
         log.warning(
             "could not queue webhook %s for %r; answered 503",
@@ -185,11 +186,9 @@ def list_events() -> Response:
 @require_api_key
 def replay(event_id: str) -> Response:
     """Route a stored event again, bypassing the dedupe, and queue what it produced."""
-    from workers.router import replay_event
-
     ctx = current_context()
     result = replay_event(ctx, event_id)
-    _enqueue_best_effort(ctx, result.run_ids, result.notification_ids)
+    enqueue_after_commit(ctx, run_ids=result.run_ids, notification_ids=result.notification_ids)
     with session_scope(ctx.sessions) as session:
         row = session.get(WebhookEvent, event_id)
         body: dict[str, Any] = event_to_json(row) if row is not None else {"id": event_id}
@@ -211,18 +210,6 @@ def event_to_json(row: WebhookEvent) -> dict[str, Any]:
         "runs_count": row.runs_count,
         "error": row.error,
     }
-
-
-def _enqueue_best_effort(ctx: Any, run_ids: Any, notification_ids: Any) -> None:
-    # The rows are already committed with leases / due times: if Redis is down now, the
-    # beat tick's sweeper queues them later, so a failure here delays and never loses work.
-    try:
-        if run_ids:
-            enqueue.enqueue_runs(ctx, list(run_ids))
-        if notification_ids:
-            enqueue.enqueue_notifications(ctx, list(notification_ids))
-    except Exception:
-        log.warning("could not queue replayed work; the sweeper will pick it up", exc_info=True)
 
 
 def _read_body(limit: int) -> bytes:

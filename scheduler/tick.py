@@ -39,11 +39,11 @@ from cache.models import (
     WebhookDelivery,
     utcnow,
 )
-from scheduler.schedules import claim_due
 from workers.notify import dispatch_marker, redispatch_cutoff
+from workers.schedules import claim_due
 
 if TYPE_CHECKING:
-    from config.context import AppContext
+    from cache.context import AppContext
 
 __all__ = ["TickResult", "tick"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from config.context import AppContext
+from cache.context import AppContext
 from config.settings import load_settings
 from tests.support.servers import PostgresServer, RedisServer, skip_or_fail
 

@@ -1,12 +1,10 @@
 """The Celery application: transport only, every decision lives in the database.
 
-``make_celery(ctx)`` builds an app for one ``AppContext``; nothing connects until a message
-is sent or a worker starts. The command line finds the module-level ``app``, a lazy proxy
-that loads settings only when Celery first touches it, so importing this module (as
-ingress does through ``workers.enqueue``) has no side effect::
-
-    celery -A workers.celery_app worker --loglevel=INFO
-    celery -A workers.celery_app beat --loglevel=INFO
+``make_celery(ctx)`` builds an app for one ``AppContext``, without tasks: publishing goes by
+task name (``workers.enqueue``), so a process that only sends messages (the web) needs none.
+The processes that run tasks get the app the ``hooksync`` command composes
+(``hooksync.tasks``: this app plus the workers' and the scheduler's tasks). Nothing connects
+until a message is sent or a worker starts.
 
 Worker and beat refuse to start against an unmigrated database (``worker_init`` /
 ``beat_init``), and every prefork child drops the database connections it inherited.
@@ -20,13 +18,13 @@ import weakref
 from typing import Any
 
 from celery import Celery, signals
-from celery.local import PromiseProxy
 
-from config.context import AppContext
+from cache.context import AppContext
+from cache.db import assert_migrated
 from config.errors import HooksyncError
-from config.settings import Settings
+from config.settings import Settings, load_settings
 
-__all__ = ["DEFAULT_QUEUE", "app", "broker_url", "celery_for", "context_of", "make_celery"]
+__all__ = ["DEFAULT_QUEUE", "broker_url", "celery_for", "context_of", "make_celery"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,20 +98,17 @@ def make_celery(ctx: AppContext | None = None) -> Celery:
         ctx: The process's context; tasks run by this app use it.
 
     Returns:
-        An app with the hooksync tasks registered. Nothing has connected yet.
+        An app without tasks (``hooksync.tasks`` adds them for the processes that run
+        them). Nothing has connected yet.
 
     Raises:
         ConfigError: When ``ctx`` is None and the settings are invalid.
     """
-    from config.settings import load_settings
-    from workers.tasks import register_tasks
-
     if ctx is None:
         ctx = AppContext(load_settings())
     celery = Celery("hooksync", set_as_current=False)
     celery.conf.update(celery_config(ctx.settings, ctx.redis_url))
     celery.hooksync_ctx = ctx  # type: ignore[attr-defined]
-    register_tasks(celery)
     ctx.__dict__.setdefault(_CTX_KEY, celery)
     _apps.add(celery)
     return celery
@@ -132,23 +127,9 @@ def context_of(celery: Celery) -> AppContext:
     return celery.hooksync_ctx  # type: ignore[attr-defined,no-any-return]
 
 
-def _make_cli_app() -> Celery:
-    try:
-        return make_celery()
-    except HooksyncError as error:
-        raise SystemExit(f"hooksync: {error}") from None
-
-
-#: The entry point of ``celery -A workers.celery_app``. A proxy: settings are read, and the
-#: embedded Redis started, only when the Celery command line first touches it.
-app: Celery = PromiseProxy(_make_cli_app)  # type: ignore[assignment]
-
-
 def _refuse_unmigrated(celery: Any, process: str) -> None:
     if celery not in _apps:
         return
-    from cache.db import assert_migrated
-
     # Alembic logs its plugin set-up at INFO; the check is one query, not a migration.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:

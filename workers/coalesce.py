@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cache.context import AppContext
 from cache.lock import connection_locks
 from cache.store import PendingWrite
-from config.context import AppContext
 from config.errors import HooksyncError
 from config.integrations import Integrations
 from workers.execution import (

@@ -4,7 +4,7 @@
 
 1. clear the wake-up flag, then read up to ``BATCH_SIZE`` entries (``workers.inbox``);
 2. record and route them in one transaction, the new runs claimed by this worker
-   (``workers.router.route_events``), then acknowledge the entries;
+   (``workers.events.route_events``), then acknowledge the entries;
 3. execute the claimed runs, coalesced per (connection, sync) (``workers.coalesce``);
 4. deliver the completion webhooks at once (``workers.notify.deliver_many``);
 
@@ -24,14 +24,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from config.context import AppContext
+from cache.context import AppContext
 from config.errors import RetriableError
 from workers import inbox
 from workers.coalesce import execute_webhook_runs
 from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
 from workers.execution import Claim
 from workers.notify import deliver_many
-from workers.router import route_events
+from workers.events import route_events
 
 __all__ = ["BATCH_SIZE", "DRAIN_SECONDS", "drain_inbox", "reclaim_inbox"]
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from config.context import AppContext
+from cache.context import AppContext
 from config.errors import ConfigError, HooksyncError, RetriableError
 from workers import inbox
 from workers.celery_app import celery_for
@@ -25,6 +25,7 @@ __all__ = [
     "RUN_SYNC",
     "DELIVER_NOTIFICATION",
     "TICK",
+    "enqueue_after_commit",
     "enqueue_notifications",
     "enqueue_runs",
     "enqueue_tick",
@@ -131,3 +132,32 @@ def enqueue_tick(ctx: AppContext) -> None:
         RetriableError: Redis did not acknowledge the message (beat ticks anyway).
     """
     _send(ctx, TICK, [])
+
+
+def enqueue_after_commit(
+    ctx: AppContext,
+    *,
+    run_ids: Iterable[int] = (),
+    notification_ids: Iterable[int] = (),
+    tick: bool = False,
+) -> None:
+    """Best effort, after the rows were committed: a message that cannot be sent is logged.
+
+    The rows are committed already, leased or due, so Redis being down now delays the work
+    and never loses it: the beat tick's sweeper queues them (and ticks anyway). An API view
+    that committed work must still answer, so nothing is raised.
+    """
+    run_ids, notification_ids = list(run_ids), list(notification_ids)
+    try:
+        enqueue_runs(ctx, run_ids)
+        enqueue_notifications(ctx, notification_ids)
+        if tick:
+            enqueue_tick(ctx)
+    except HooksyncError as error:
+        logger.warning(
+            "could not queue runs %s, notifications %s%s now (%s); the beat tick will",
+            run_ids,
+            notification_ids,
+            " and a tick" if tick else "",
+            error,
+        )

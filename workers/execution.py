@@ -29,6 +29,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from cache.context import AppContext
 from cache.credentials import decrypt_credentials
 from cache.db import rows_matched, session_scope
 from cache.lock import connection_lock
@@ -44,11 +45,12 @@ from cache.models import (
     utcnow,
 )
 from cache.store import PendingWrite, RecordStore
-from config.context import AppContext
 from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
 from config.integrations import Integrations, ProviderConfig, SyncConfig
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
+from workers.notify import record_completion, record_completions, record_failure
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
+from workers.schedules import finish_poll_run, poll_sync_type
 from workers.scripts import load_function, script_path
 
 __all__ = [
@@ -226,8 +228,6 @@ def _poll_type(
     session: Session, run: SyncRun, connection: Connection, integrations: Integrations | None
 ) -> tuple[str, datetime | None]:
     """INCREMENTAL (with the last success's start) or INITIAL, decided at the claim."""
-    from scheduler.schedules import poll_sync_type
-
     sync = (
         integrations.get_sync(connection.provider_config_key, run.sync_name)
         if integrations
@@ -608,8 +608,6 @@ def finish_runs(
             the successes of each (connection, sync) make one completion webhook per model
             with the summed counts, as if one execution had handled all their payloads.
     """
-    from workers.notify import record_completions
-
     if not finished:
         return []
     now = utcnow()
@@ -649,8 +647,6 @@ def finish_runs(
             else:
                 ids += _notify_outcome(session, ctx, run, claim, outcome, now, integrations)
             if run.kind == RunKind.POLL.value:
-                from scheduler.schedules import finish_poll_run
-
                 finish_poll_run(session, run, now, integrations=integrations)
             if run.webhook_event_id:
                 events.add(run.webhook_event_id)
@@ -748,8 +744,6 @@ def _notify_outcome(
     now: datetime,
     integrations: Integrations | None,
 ) -> list[int]:
-    from workers.notify import record_completion, record_failure
-
     session.flush()
     if outcome.success:
         return record_completion(

@@ -55,7 +55,7 @@ from workers.external import parse_retry_after
 from workers.signing import signed_headers
 
 if TYPE_CHECKING:
-    from config.context import AppContext
+    from cache.context import AppContext
     from config.settings import Settings
 
 __all__ = [

@@ -18,8 +18,15 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from config.errors import RetriableError
+from workers.celery_app import context_of
+from workers.drain import drain_inbox
+from workers.enqueue import enqueue_notifications, enqueue_runs
+from workers.execution import execute_run
+from workers.inbox import consumer_name
+from workers.notify import deliver
+from workers.events import route_event
 
-__all__ = ["register_tasks"]
+__all__ = ["TASK_OPTIONS", "classified", "register_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +34,18 @@ logger = logging.getLogger(__name__)
 ROUTE_RETRY_PAUSE = 2.0
 
 
+#: Every task's options: explicit names, no results, acknowledged after the work (the row,
+#: not the message, is what a crash must not lose), and bound to its own app only.
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "ignore_result": True,
+    "acks_late": True,
+    "shared": False,
+}
+
+
 @contextmanager
-def _classified(task: str, subject: object) -> Iterator[None]:
+def classified(task: str, subject: object) -> Iterator[None]:
     try:
         yield
     except RetriableError as error:
@@ -39,22 +56,14 @@ def _classified(task: str, subject: object) -> Iterator[None]:
 
 
 def register_tasks(celery: Celery) -> None:
-    """Register the hooksync tasks on ``celery`` under their explicit names."""
-    from workers import inbox
-    from workers.celery_app import context_of
-    from workers.drain import reclaim_inbox
-    from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
-    from workers.inbox import consumer_name
+    """Register the workers' tasks on ``celery`` under their explicit names.
 
-    options: dict[str, Any] = {
-        "bind": True,
-        "ignore_result": True,
-        "acks_late": True,
-        "shared": False,
-    }
+    The scheduler's tick is registered by ``scheduler.tasks``; ``hooksync.tasks`` composes
+    both onto the app the worker runs.
+    """
 
     def task(name: str) -> Callable[[Callable[..., None]], Task]:
-        return celery.task(name=name, **options)  # type: ignore[no-any-return]
+        return celery.task(name=name, **TASK_OPTIONS)  # type: ignore[no-any-return]
 
     # Webhooks now reach workers through the inbox (``hooksync.drain_inbox``); this task
     # stays for messages a previous version queued before an upgrade. Until route_event
@@ -63,17 +72,8 @@ def register_tasks(celery: Celery) -> None:
     # back to the queue (routing is idempotent on the event id) after a pause, so a
     # database outage is waited out without spinning; if Redis cannot take it back either,
     # the message stays unacknowledged and Redis restores it.
-    @celery.task(
-        name="hooksync.route_webhook",
-        bind=True,
-        ignore_result=True,
-        acks_late=True,
-        acks_on_failure_or_timeout=False,
-        shared=False,
-    )
+    @celery.task(name="hooksync.route_webhook", **TASK_OPTIONS, acks_on_failure_or_timeout=False)
     def route_webhook(self: Task, event: dict[str, Any]) -> None:
-        from workers.router import route_event
-
         ctx = context_of(self.app)
         event_id = event.get("id") if isinstance(event, dict) else None
         try:
@@ -88,40 +88,19 @@ def register_tasks(celery: Celery) -> None:
             raise Reject(str(error), requeue=True) from error
 
     @task("hooksync.drain_inbox")
-    def drain_inbox(self: Task) -> None:
-        from workers.drain import drain_inbox as drain
-
-        with _classified("drain_inbox", ""):
-            drain(context_of(self.app), consumer_name())
+    def drain(self: Task) -> None:
+        with classified("drain_inbox", ""):
+            drain_inbox(context_of(self.app), consumer_name())
 
     @task("hooksync.run_sync")
     def run_sync(self: Task, run_id: int) -> None:
-        from workers.execution import execute_run
-
         ctx = context_of(self.app)
-        with _classified("run_sync", run_id):
+        with classified("run_sync", run_id):
             notification_ids = execute_run(ctx, int(run_id), worker_id=self.request.hostname)
             enqueue_notifications(ctx, notification_ids)
 
     @task("hooksync.deliver_notification")
     def deliver_notification(self: Task, notification_id: int) -> None:
-        from workers.notify import deliver
-
         ctx = context_of(self.app)
-        with _classified("deliver_notification", notification_id):
+        with classified("deliver_notification", notification_id):
             deliver(ctx, int(notification_id))
-
-    @task("hooksync.tick")
-    def tick(self: Task) -> None:
-        from scheduler.tick import tick as run_tick
-
-        ctx = context_of(self.app)
-        with _classified("tick", ""):
-            result = run_tick(ctx)
-            enqueue_runs(ctx, result.run_ids)
-            enqueue_notifications(ctx, result.notification_ids)
-        with _classified("tick", "inbox"):
-            # Entries a dead worker left pending, then any whose wake-up was lost.
-            reclaim_inbox(ctx, consumer_name())
-            if inbox.pending_count(ctx.redis):
-                wake_drain(ctx)

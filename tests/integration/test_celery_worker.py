@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from cache.context import AppContext
 from cache.db import migrate, session_scope
 from cache.models import RunState, SyncRun
-from config.context import AppContext
 from config.errors import RetriableError
 from config.settings import load_settings
 from tests.conftest import REPO
@@ -69,7 +69,7 @@ class Process:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
-            [CELERY, "-A", "workers.celery_app", *args],
+            [CELERY, "-A", "hooksync.tasks", *args],
             cwd=REPO,
             env={**os.environ, **env},
             stdout=self._out,
@@ -188,7 +188,7 @@ def test_cli_reports_bad_settings_in_one_line(
 
 def test_importing_the_app_module_touches_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "HOOKSYNC_VAR_DIR": str(tmp_path / "var"), "HOOKSYNC_PORT": "bad"}
-    code = "import workers.celery_app, workers.enqueue, workers.tasks; print('ok')"
+    code = "import hooksync.tasks, workers.enqueue; print('ok')"
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
     )

@@ -32,7 +32,7 @@ def hooksync(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProc
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HOOKSYNC_")}
     environ.update({"HOOKSYNC_VAR_DIR": str(tmp_path / "var"), **env})
     return subprocess.run(
-        [sys.executable, "-m", "config.cli", *args],
+        [sys.executable, "-m", "hooksync.cli", *args],
         cwd=REPO,
         env=environ,
         capture_output=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from config.cli import STARTUP_IMPORTS, check_imports
+from hooksync.cli import STARTUP_IMPORTS, check_imports
 from tests.conftest import REPO
 
 RUN_WITHOUT = """
@@ -27,7 +27,7 @@ class Uninstalled:
         return None
 
 sys.meta_path.insert(0, Uninstalled())
-from config.cli import main
+from hooksync.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -68,8 +68,8 @@ def test_a_missing_transport_dependency_is_named_not_blamed_on_redis(
     [
         ("web", "redis", "the Redis client (redis)"),
         ("web", "flask", "the web application (ingress.app)"),
-        ("worker", "celery", "the Celery application (workers.celery_app)"),
-        ("beat", "celery", "the Celery application (workers.celery_app)"),
+        ("worker", "celery", "the Celery application (hooksync.tasks)"),
+        ("beat", "celery", "the Celery application (hooksync.tasks)"),
     ],
 )
 def test_any_missing_module_names_what_could_not_load(

@@ -10,10 +10,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
+from cache.context import AppContext
 from cache.credentials import decrypt_credentials
 from cache.db import session_scope
 from cache.models import Connection, Record, Schedule, utcnow
-from config.context import AppContext
 from ingress.app import create_app
 from workers.celery_app import DEFAULT_QUEUE
 

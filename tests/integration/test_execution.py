@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from cache.context import AppContext
 from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import (
@@ -33,9 +34,7 @@ from cache.models import (
     utcnow,
 )
 from cache.store import RecordStore
-from config.context import AppContext
 from config.settings import load_settings
-from scheduler.schedules import create_schedules, trigger
 from tests.conftest import REPO
 from tests.support.api import Api
 from tests.support.rows import insert_connection
@@ -47,6 +46,7 @@ from workers.execution import (
     execute_run,
     retry_delay,
 )
+from workers.schedules import create_schedules, trigger
 
 SECRET = "sk-test-7f3a9c1e"
 APP_URL = "http://127.0.0.1:9/hooks"

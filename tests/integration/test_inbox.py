@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cache.context import AppContext
 from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import Notification, Record, SyncRun, WebhookEvent
-from config.context import AppContext
 from config.settings import load_settings
 from demo.app_receiver import AppReceiver
 from demo.http_thread import ServerThread

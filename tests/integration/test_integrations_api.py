@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from config.context import AppContext
+from cache.context import AppContext
 from config.settings import load_settings
 from ingress.app import create_app
 from tests.support.integrations import write_integrations

@@ -9,10 +9,10 @@ import time
 import pytest
 import redis
 
+from cache.context import AppContext
 from cache.db import session_scope
 from cache.lock import LockTimeout, connection_lock, lock_name
 from cache.store import RecordStore
-from config.context import AppContext
 from config.errors import RetriableError
 from tests.support.rows import insert_connection
 

@@ -25,9 +25,9 @@ from sqlalchemy import inspect, select
 from standardwebhooks.webhooks import Webhook
 
 import cache.db
+from cache.context import AppContext
 from cache.db import assert_migrated, make_engine, session_scope
 from cache.models import AppEndpoint, Notification, SyncRun, utcnow
-from config.context import AppContext
 from config.errors import BadInputError, ConfigError
 from config.integrations import Integrations
 from config.settings import load_settings

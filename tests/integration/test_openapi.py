@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from config.context import AppContext
+from cache.context import AppContext
 from ingress.app import create_app
 
 AUTH = {"Authorization": "Bearer test-api-key"}

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from cache import context as context_module
+from cache.context import AppContext
 from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import Connection, Record
-from config import context as context_module
-from config.context import AppContext
 from config.settings import load_settings
 from ingress.webhooks import build_event
 from tests.support.integrations import write_integrations

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cache.context import AppContext
 from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import (
@@ -20,7 +21,6 @@ from cache.models import (
     WebhookDelivery,
     WebhookEvent,
 )
-from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from config.settings import load_settings
 from ingress.webhooks import build_event
@@ -28,7 +28,7 @@ from tests.support.concurrency import run_at_once
 from tests.support.integrations import write_integrations
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
-from workers.router import RouteResult, prune_deliveries, replay_event, route_event
+from workers.events import RouteResult, prune_deliveries, replay_event, route_event
 
 NANGO_YAML = """
 integrations:
@@ -244,13 +244,13 @@ def test_an_event_the_database_refuses_is_kept_rejected_not_lost(
 ) -> None:
     from sqlalchemy.exc import DataError
 
-    import workers.router
+    import workers.events
 
     def refuse(*_args: Any, **_kwargs: Any) -> RouteResult:
         # What Postgres answers for a NUL byte in an event type read from the body.
         raise DataError("INSERT ...", {}, ValueError("A string literal cannot contain NUL"))
 
-    monkeypatch.setattr(workers.router, "_route", refuse)
+    monkeypatch.setattr(workers.events, "_route", refuse)
     event = tracker_event({"workspace_id": "w1"})
     assert route_event(ctx, event, now=NOW) == RouteResult((), (), "rejected")
     row = event_row(ctx, event["id"])

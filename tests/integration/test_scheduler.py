@@ -7,12 +7,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import event, func, insert, select, update
 
+from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import Connection, Schedule, SyncRun, WebhookDelivery
-from config.context import AppContext
 from config.errors import BadInputError
 from config.integrations import IntegrationConfig, Integrations, ProviderConfig, SyncConfig
-from scheduler.schedules import (
+from scheduler.tick import TickResult, tick
+from tests.support.concurrency import run_at_once
+from tests.support.rows import insert_connection, schedule_of
+from workers.schedules import (
     claim_due,
     create_schedules,
     finish_poll_run,
@@ -21,9 +24,6 @@ from scheduler.schedules import (
     start,
     trigger,
 )
-from scheduler.tick import TickResult, tick
-from tests.support.concurrency import run_at_once
-from tests.support.rows import insert_connection, schedule_of
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -15,11 +15,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from cache.context import AppContext
 from cache.cursor import encode_cursor
 from cache.db import session_scope
 from cache.models import ModelSeq, Record, RunKind, SyncRun, TrackingWindow
 from cache.store import BatchResult, RecordStore
-from config.context import AppContext
 from config.errors import BadInputError
 from ingress.errors import register_error_handlers
 from ingress.records import bp

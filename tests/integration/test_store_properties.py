@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
+from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import ModelSeq, Record, TrackingSeen, TrackingWindow
 from cache.store import RecordStore
-from config.context import AppContext
 from tests.support.rows import insert_connection
 
 MODEL = "Task"

@@ -19,16 +19,16 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
+from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import ModelSeq, Record, Schedule, SyncRun, utcnow
 from cache.page import format_time
 from cache.store import RecordStore
-from config.context import AppContext
 from ingress.app import create_app
-from scheduler.schedules import claim_due, finish_poll_run
 from tests.support.integrations import write_integrations
 from tests.support.rows import schedule_of
 from workers.celery_app import DEFAULT_QUEUE
+from workers.schedules import claim_due, finish_poll_run
 
 AUTH = {"Authorization": "Bearer test-api-key"}
 KEY = "tasktracker"

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from config.context import AppContext
+from cache.context import AppContext
 from config.errors import ConfigError
 from config.settings import load_settings
 from ingress.app import create_app
@@ -384,7 +384,7 @@ def test_events_are_listed_and_replayed(api_ctx: AppContext) -> None:
     from cache.credentials import encrypt_credentials
     from cache.db import session_scope
     from cache.models import SyncRun
-    from workers.router import route_event
+    from workers.events import route_event
 
     with session_scope(api_ctx.sessions) as session:
         insert_connection(

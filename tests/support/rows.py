@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cache.context import AppContext
 from cache.models import Connection, Schedule
-from config.context import AppContext
 
 
 def insert_connection(

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from cache.models import NotificationState, Schedule
 from config.frequency import next_run_after
 from config.integrations import SyncConfig
-from scheduler.schedules import interval_for, poll_sync_type
 from workers.external import parse_retry_after
 from workers.notify import (
     MAX_RETRY_AFTER_SECONDS,
@@ -23,6 +22,7 @@ from workers.notify import (
     format_timestamp,
     next_delay,
 )
+from workers.schedules import interval_for, poll_sync_type
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -19,10 +19,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
-from config.errors import ConfigError
+from cache.db import assert_migrated, make_engine, migrate
+from config.errors import ConfigError, FatalError
 from config.integrations import Integrations, Problem
+from config.loader import describe, load_integrations
 from config.settings import Settings, load_settings
+from workers.scripts import load_function, script_path
 
 __all__ = ["check_imports", "main"]
 
@@ -44,13 +48,12 @@ STARTUP_IMPORTS: dict[str, dict[str, str]] = {
     "worker": {
         "redis": "the Redis client",
         TRANSPORT: "Celery's Redis transport",
-        "workers.celery_app": "the Celery application",
-        "workers.tasks": "the Celery tasks",
+        "hooksync.tasks": "the Celery application",
     },
     "beat": {
         "redis": "the Redis client",
         TRANSPORT: "Celery's Redis transport",
-        "workers.celery_app": "the Celery application",
+        "hooksync.tasks": "the Celery application",
     },
 }
 
@@ -145,8 +148,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _migrate(_args: argparse.Namespace) -> int:
-    from cache.db import migrate
-
     settings = load_settings()
     migrate(settings.database_url)
     print("hooksync: database is migrated", file=sys.stderr)
@@ -156,14 +157,14 @@ def _migrate(_args: argparse.Namespace) -> int:
 def _export_redis_url(settings: Settings) -> None:
     """Start the embedded Redis if needed and pass its URL to the process we exec."""
     if settings.redis_url is None:
+        # Imported here, after ``check_imports``: it needs the redis client, whose absence
+        # the check names as an installation problem instead of a traceback.
         from config.redis_server import ensure_embedded_redis
 
         os.environ["HOOKSYNC_REDIS_URL"] = ensure_embedded_redis(settings.var_dir)
 
 
 def _assert_ready(settings: Settings) -> None:
-    from cache.db import assert_migrated, make_engine
-
     engine = make_engine(settings.database_url)
     try:
         assert_migrated(engine)
@@ -191,7 +192,7 @@ def _worker(args: argparse.Namespace) -> int:
     check_imports("worker")
     _assert_ready(settings)
     _export_redis_url(settings)
-    command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+    command = [sys.executable, "-m", "celery", "-A", "hooksync.tasks", "worker",
                "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     if args.concurrency:
         command += ["--concurrency", str(args.concurrency)]
@@ -204,18 +205,12 @@ def _beat(_args: argparse.Namespace) -> int:
     check_imports("beat")
     _assert_ready(settings)
     _export_redis_url(settings)
-    # The beat schedule lives in memory (workers.celery_app): several beats share no file.
-    _exec(
-        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel", "INFO"]
-    )
+    # The beat schedule lives in memory (workers.celery_app.celery_config): beats share no file.
+    _exec([sys.executable, "-m", "celery", "-A", "hooksync.tasks", "beat", "--loglevel", "INFO"])
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from config.loader import describe, load_integrations
-
     settings = load_settings()
     integrations = load_integrations(settings.integrations_dir, os.environ)
     integrations = replace(
@@ -244,9 +239,6 @@ def _check_scripts(settings: Settings, integrations: Integrations) -> list[Probl
     when the sync has webhook subscriptions. Missing files are the loader's
     ``script_missing`` already.
     """
-    from config.errors import FatalError
-    from workers.scripts import load_function, script_path
-
     problems = []
     for key, integration in integrations.integrations.items():
         for name, sync in integration.syncs.items():
@@ -266,6 +258,7 @@ def _check_scripts(settings: Settings, integrations: Integrations) -> list[Probl
 
 
 def _redis(args: argparse.Namespace) -> int:
+    # The redis client is a dependency the other commands check first (``check_imports``).
     from config.redis_server import embedded_redis_url, ensure_embedded_redis, stop_embedded_redis
 
     settings = load_settings()

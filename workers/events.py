@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import (
     Connection,
@@ -37,9 +38,9 @@ from cache.models import (
     utcnow,
 )
 from cache.page import format_time
-from config.context import AppContext
 from config.errors import BadInputError, RetriableError
 from workers.execution import Claim
+from workers.notify import record_forward
 from workers.routing import EventPlan, EventRoute, plan_event
 
 __all__ = [
@@ -569,8 +570,6 @@ def _forward(
     """
     if not enabled:
         return ()
-    from workers.notify import record_forward
-
     ids: list[int] = []
     for route in routes:
         for connection_id in route.connection_ids or (None,):

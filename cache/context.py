@@ -11,17 +11,16 @@ import os
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from cache.db import make_engine, make_sessionmaker
+from config.integrations import Integrations
+from config.loader import load_integrations_or_raise
+from config.redis_server import ensure_embedded_redis
 from config.settings import Settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-    from sqlalchemy.orm import Session, sessionmaker
-
-    from config.integrations import Integrations
 
 __all__ = ["AppContext"]
 
@@ -48,8 +47,6 @@ class AppContext:
     def redis_url(self) -> str:
         if self.settings.redis_url:
             return self.settings.redis_url
-        from config.redis_server import ensure_embedded_redis
-
         return ensure_embedded_redis(self.settings.var_dir)
 
     @cached_property
@@ -58,14 +55,10 @@ class AppContext:
 
     @cached_property
     def engine(self) -> Engine:
-        from cache.db import make_engine
-
         return make_engine(self.settings.database_url)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        from cache.db import make_sessionmaker
-
         return make_sessionmaker(self.engine)
 
     @property
@@ -85,8 +78,6 @@ class AppContext:
             return cached[1]
         stamp = _file_stamp(self.settings.integrations_dir / "nango.yaml")
         if cached is None or cached[0] != stamp:
-            from config.loader import load_integrations_or_raise
-
             cached = (stamp, load_integrations_or_raise(self.settings.integrations_dir, os.environ))
             self._integrations = cached
         self._integrations_checked = now
