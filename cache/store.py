@@ -591,6 +591,30 @@ class RecordStore:
             conn.execute(delete(_windows).where(_windows.c.id == window_id))
         return deleted
 
+    # -- an operator's reset ------------------------------------------------------------
+
+    def empty(self, connection_pk: int, models: list[str]) -> int:
+        """Delete every record of the connection's ``models`` (``emptyCache``); how many.
+
+        Each model's lock is taken first, as every writer takes it, so a batch in flight
+        either committed before (and is deleted) or runs after (and is kept). ``model_seqs``
+        stays: cursors an app holds must stay monotonic. The caller holds the connection's
+        lock as well, like every other writer.
+        """
+        deleted = 0
+        with session_scope(self._sessions) as session:
+            conn = session.connection()
+            for model in sorted(set(models)):
+                validate_model(model)
+                _lock_seq(conn, connection_pk, model)
+                result = conn.execute(
+                    delete(_records).where(
+                        _records.c.connection_pk == connection_pk, _records.c.model == model
+                    )
+                )
+                deleted += int(result.rowcount or 0)
+        return deleted
+
     # -- reading -----------------------------------------------------------------------
 
     def count_records(

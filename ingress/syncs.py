@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cache.context import AppContext
 from cache.db import read_scope, session_scope
+from cache.lock import connection_lock
 from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
 from cache.page import format_optional_time
 from config.errors import BadInputError
@@ -32,6 +33,7 @@ from ingress.params import (
 )
 from workers import schedules
 from workers.enqueue import enqueue_after_commit
+from workers.execution import record_store
 
 __all__ = ["bp"]
 
@@ -55,6 +57,7 @@ def trigger() -> Response:
     body = json_body()
     options = _trigger_options(body)
     run_ids: list[int] = []
+    to_empty: list[tuple[int, list[str]]] = []
     with session_scope(ctx.sessions) as session:
         for connection, names in _targets(ctx, session, body):
             for name in names:
@@ -72,8 +75,12 @@ def trigger() -> Response:
                 # acknowledged without one, and that run (maybe incremental) would then
                 # record its last_sync_date over an empty cache.
                 if created and options.get("emptyCache"):
-                    _empty_cache(ctx, session, connection, [name])
+                    to_empty.append((connection.id, _models(ctx, connection, [name])))
                 run_ids += created
+    # After the runs committed, before their messages: nothing runs them yet (their lease
+    # keeps the sweeper off), and any other writer of the connection is waited for.
+    for connection_pk, models in to_empty:
+        _empty_cache(ctx, connection_pk, models)
     enqueue_after_commit(ctx, run_ids=run_ids)
     return jsonify({"success": True})
 
@@ -256,21 +263,23 @@ def _trigger_options(body: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _empty_cache(
-    ctx: AppContext, session: Session, connection: Connection, names: list[str]
-) -> None:
-    """Drop the cached records of the syncs' models (``full_refresh_and_clear_cache``).
-
-    ``model_seqs`` is kept, so record cursors an app holds stay monotonic.
-    """
+def _models(ctx: AppContext, connection: Connection, names: list[str]) -> list[str]:
     integration = ctx.integrations.integrations[connection.provider_config_key]
-    models = {model for name in names for model in integration.syncs[name].output}
+    return sorted({model for name in names for model in integration.syncs[name].output})
+
+
+def _empty_cache(ctx: AppContext, connection_pk: int, models: list[str]) -> None:
+    """Drop the cached records of the models (``full_refresh_and_clear_cache``), through the
+    record store under the connection's lock, as every write of records goes.
+
+    Raises:
+        RetriableError: The lock or the database is unavailable; the new full run is
+            queued already and refills the cache, but the old records stay until the
+            caller retries.
+    """
     if models:
-        session.execute(
-            delete(Record).where(
-                Record.connection_pk == connection.id, Record.model.in_(sorted(models))
-            )
-        )
+        with connection_lock(ctx.redis, connection_pk):
+            record_store(ctx).empty(connection_pk, models)
 
 
 def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> dict[str, Any]:

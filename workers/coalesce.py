@@ -36,7 +36,6 @@ from config.errors import HooksyncError
 from config.integrations import Integrations
 from workers.execution import (
     MAX_ERROR_CHARS,
-    Claim,
     LeaseHeartbeat,
     LeaseLost,
     Outcome,
@@ -49,6 +48,7 @@ from workers.execution import (
     resolve_sync,
 )
 from workers.external import redact, secret_values
+from workers.runs import Claim
 from workers.runtime import NangoRuntime
 from workers.scripts import load_function, script_path
 

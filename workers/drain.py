@@ -29,9 +29,9 @@ from config.errors import RetriableError
 from workers import inbox
 from workers.coalesce import execute_webhook_runs
 from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
-from workers.execution import Claim
-from workers.notify import deliver_many
 from workers.events import route_events
+from workers.notify import deliver_many
+from workers.runs import Claim
 
 __all__ = ["BATCH_SIZE", "DRAIN_SECONDS", "drain_inbox", "reclaim_inbox"]
 

@@ -1,4 +1,13 @@
-"""Route a received webhook: record it, dedupe it, fan it out into runs (DESIGN §6).
+"""The webhook events state machine: the one module that writes ``webhook_events`` and
+``webhook_deliveries`` (docs/ARCHITECTURE.md §6, §12).
+
+::
+
+    received ──route──► routed ──(its last run finished)──► processed
+                  ├───► unrouted   (no connection or sync subscribes to it)
+                  ├───► duplicate  (its delivery id was seen in the last DEDUPE_WINDOW)
+                  └───► rejected   (the body cannot be read)
+
 
 ``route_event`` runs in a worker for each event the receiver queued. In one transaction it
 inserts the ``webhook_events`` row, claims each delivery id in ``webhook_deliveries``
@@ -21,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -29,7 +38,6 @@ from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import (
     Connection,
-    RunKind,
     RunState,
     SyncRun,
     WebhookDelivery,
@@ -39,13 +47,14 @@ from cache.models import (
 )
 from cache.page import format_time
 from config.errors import BadInputError, RetriableError
-from workers.execution import Claim
 from workers.notify import record_forward
 from workers.routing import EventPlan, EventRoute, plan_event
+from workers.runs import Claim, new_webhook_run
 
 __all__ = [
     "DEDUPE_WINDOW",
     "RouteResult",
+    "mark_processed",
     "prune_deliveries",
     "replay_event",
     "route_event",
@@ -56,9 +65,6 @@ log = logging.getLogger(__name__)
 
 #: A delivery id seen within this window is a duplicate (providers retry for days).
 DEDUPE_WINDOW = timedelta(days=7)
-
-#: ``SyncRun.sync_type`` of webhook runs, as the completion webhook reports it.
-WEBHOOK_SYNC_TYPE = "WEBHOOK"
 
 
 @dataclass(frozen=True)
@@ -324,11 +330,39 @@ def replay_event(ctx: AppContext, event_id: str, *, now: datetime | None = None)
         return routed.result(row, claim=False)
 
 
-def prune_deliveries(session: Session, now: datetime | None = None) -> int:
-    """Delete delivery ids older than the dedupe window (for the beat tick); returns the count."""
+def prune_deliveries(session: Session, now: datetime | None = None, *, limit: int = 500) -> int:
+    """Forget up to ``limit`` delivery ids older than the dedupe window; how many.
+
+    The beat tick's housekeeping calls it; bounded, so one tick never holds a long delete.
+    """
     cutoff = (now or utcnow()) - DEDUPE_WINDOW
-    result = session.execute(delete(WebhookDelivery).where(WebhookDelivery.seen_at < cutoff))
-    return int(getattr(result, "rowcount", 0) or 0)
+    keys = session.execute(
+        select(WebhookDelivery.provider_config_key, WebhookDelivery.delivery_id)
+        .where(WebhookDelivery.seen_at < cutoff)
+        .limit(limit)
+    ).all()
+    if keys:
+        session.execute(
+            delete(WebhookDelivery)
+            .where(
+                tuple_(WebhookDelivery.provider_config_key, WebhookDelivery.delivery_id).in_(
+                    [tuple(key) for key in keys]
+                )
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return len(keys)
+
+
+def mark_processed(session: Session, event_ids: list[str]) -> None:
+    """Mark each routed event processed once none of its runs is queued or running any more.
+
+    The event rows are locked first (in id order, so two batches cannot deadlock), so two
+    workers finishing runs of one event at once serialize here, and the second one's next
+    statement sees the first one's runs as finished (READ COMMITTED re-reads per statement).
+    """
+    session.execute(_LOCK_EVENTS, {"ids": event_ids}).all()
+    session.execute(_EVENTS_PROCESSED, {"ids": event_ids})
 
 
 @dataclass(frozen=True)
@@ -442,20 +476,14 @@ def _route(
         for connection_id in route.connection_ids:
             for sync_name in route.sync_names:
                 runs.append(
-                    SyncRun(
+                    new_webhook_run(
                         connection_pk=pk_by_id[connection_id],
                         sync_name=sync_name,
-                        kind=RunKind.WEBHOOK.value,
-                        sync_type=WEBHOOK_SYNC_TYPE,
-                        state=(RunState.RUNNING if claim else RunState.QUEUED).value,
-                        webhook_event_id=row.id,
+                        event_id=row.id,
                         payload=route.payload,
-                        options={},
-                        created_at=now,
-                        started_at=now if claim else None,
-                        lease_expires_at=lease,
-                        attempts=1 if claim else 0,
-                        result={},
+                        now=now,
+                        lease=lease,
+                        claimed=claim,
                     )
                 )
     # A new event has no runs yet; a replayed one adds to those it had.
@@ -630,3 +658,26 @@ def _new_event_row(event_id: str, event: Mapping[str, Any]) -> WebhookEvent:
         received_at=received_at,
         runs_count=0,
     )
+
+
+_LOCK_EVENTS = (
+    select(WebhookEvent.id)
+    .where(WebhookEvent.id.in_(bindparam("ids", expanding=True)))
+    .order_by(WebhookEvent.id)
+    .with_for_update()
+)
+_EVENTS_PROCESSED = (
+    update(WebhookEvent)
+    .where(
+        WebhookEvent.id.in_(bindparam("ids", expanding=True)),
+        WebhookEvent.state == WebhookState.ROUTED.value,
+        ~select(SyncRun.id)
+        .where(
+            SyncRun.webhook_event_id == WebhookEvent.id,
+            SyncRun.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
+        )
+        .exists(),
+    )
+    .values(state=WebhookState.PROCESSED.value)
+    .execution_options(synchronize_session=False)
+)

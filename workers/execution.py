@@ -20,18 +20,17 @@ import functools
 import logging
 import threading
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from cache.context import AppContext
 from cache.credentials import decrypt_credentials
-from cache.db import rows_matched, session_scope
+from cache.db import session_scope
 from cache.lock import connection_lock
 from cache.models import (
     Connection,
@@ -40,21 +39,21 @@ from cache.models import (
     Schedule,
     SyncRun,
     TrackingWindow,
-    WebhookEvent,
-    WebhookState,
     utcnow,
 )
 from cache.store import PendingWrite, RecordStore
 from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
 from config.integrations import Integrations, ProviderConfig, SyncConfig
+from workers import events as webhook_events
+from workers import runs
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
 from workers.notify import record_completion, record_completions, record_failure
+from workers.runs import Claim
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
 from workers.schedules import finish_poll_run, poll_sync_type
 from workers.scripts import load_function, script_path
 
 __all__ = [
-    "Claim",
     "LeaseHeartbeat",
     "LeaseLost",
     "Outcome",
@@ -77,27 +76,6 @@ MAX_ERROR_CHARS = 2000
 
 class LeaseLost(RetriableError):
     """This worker no longer owns the run (its lease expired and the run moved on)."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What the claim transaction read; everything the execution needs outside of it."""
-
-    run_id: int
-    attempt: int
-    kind: str
-    sync_name: str
-    sync_type: str
-    started_at: datetime
-    payload: Any
-    options: dict[str, Any]
-    webhook_event_id: str | None
-    connection_pk: int
-    connection_id: str
-    provider_config_key: str
-    credentials_encrypted: str = field(repr=False)
-    metadata: dict[str, Any]
-    last_sync_date: datetime | None
 
 
 @dataclass(frozen=True)
@@ -168,33 +146,8 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
 
 def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> Claim | None:
     now = utcnow()
-    lease = timedelta(seconds=ctx.settings.lease_seconds)
     with session_scope(ctx.sessions) as session:
-        won = rows_matched(
-            session.execute(
-                update(SyncRun)
-                .where(
-                    SyncRun.id == run_id,
-                    or_(
-                        SyncRun.state == RunState.QUEUED.value,
-                        and_(
-                            SyncRun.state == RunState.RUNNING.value,
-                            or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
-                        ),
-                    ),
-                )
-                .values(
-                    state=RunState.RUNNING.value,
-                    attempts=SyncRun.attempts + 1,
-                    started_at=now,
-                    lease_expires_at=now + lease,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        )
-        if won != 1:
-            return None
-        run = session.get(SyncRun, run_id, populate_existing=True)
+        run = runs.claim(session, run_id, now, ctx.settings.lease_seconds)
         connection = session.get(Connection, run.connection_pk) if run is not None else None
         if run is None or connection is None:  # the connection was deleted meanwhile
             return None
@@ -204,7 +157,8 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> C
             session.execute(delete(TrackingWindow).where(TrackingWindow.run_id == run_id))
         last_sync_date = None
         if run.kind == RunKind.POLL.value:
-            run.sync_type, last_sync_date = _poll_type(session, run, connection, integrations)
+            sync_type, last_sync_date = _poll_type(session, run, connection, integrations)
+            runs.set_sync_type(run, sync_type)
         return Claim(
             run_id=run.id,
             attempt=run.attempts,
@@ -308,25 +262,8 @@ class LeaseHeartbeat:
 
     def beat(self) -> bool:
         """Extend the leases once; False when this worker no longer owns every run."""
-        now = utcnow()
-        by_attempt: dict[int, list[int]] = {}
-        for run_id, attempt in self.runs.items():
-            by_attempt.setdefault(attempt, []).append(run_id)
-        owned = 0
         with session_scope(self._ctx.sessions) as session:
-            for attempt, run_ids in by_attempt.items():
-                owned += rows_matched(
-                    session.execute(
-                        update(SyncRun)
-                        .where(
-                            SyncRun.id.in_(run_ids),
-                            SyncRun.state == RunState.RUNNING.value,
-                            SyncRun.attempts == attempt,
-                        )
-                        .values(lease_expires_at=now + timedelta(seconds=self.lease_seconds))
-                        .execution_options(synchronize_session=False)
-                    )
-                )
+            owned = runs.renew_leases(session, self.runs, utcnow(), self.lease_seconds)
         return owned == len(self.runs)
 
     def _loop(self) -> None:
@@ -613,7 +550,7 @@ def finish_runs(
     now = utcnow()
     ids: list[int] = []
     with session_scope(ctx.sessions) as session:
-        runs = {
+        loaded = {
             run.id: run
             for run in session.scalars(
                 _RUNS_TO_FINISH, {"ids": [claim.run_id for claim, _ in finished]}
@@ -622,13 +559,13 @@ def finish_runs(
         # Into the identity map at once (held here: the map keeps only weak references),
         # since each notification reads its run's connection.
         connections = session.scalars(
-            _CONNECTIONS_BY_PK, {"pks": sorted({run.connection_pk for run in runs.values()})}
+            _CONNECTIONS_BY_PK, {"pks": sorted({run.connection_pk for run in loaded.values()})}
         ).all()
         successes: dict[tuple[int, str], list[tuple[SyncRun, Claim, Outcome]]] = {}
         events: set[str] = set()
-        writes = _RunWrites()
+        writes = runs.RunWrites()
         for claim, outcome in finished:
-            run = runs.get(claim.run_id)
+            run = loaded.get(claim.run_id)
             if run is None or run.state != RunState.RUNNING.value or run.attempts != claim.attempt:
                 logger.warning(
                     "run %s: attempt %s finished after losing its lease; its outcome is dropped",
@@ -663,49 +600,20 @@ def finish_runs(
         ids += record_completions(session, ctx.settings, completions)
         writes.write(session)
         if events:
-            _mark_events_processed(session, sorted(events))
+            webhook_events.mark_processed(session, sorted(events))
         del connections
     return ids
 
 
-class _RunWrites:
-    """The finished runs' new column values, written in one executemany by primary key.
-
-    The unit of work's change tracking cost a batch of a hundred runs more than the rest of
-    its finish (the profile showed it). The loaded objects get the values too, unflushed,
-    so what reads them next (notifications, the poll's schedule) sees the new state.
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def set(self, run: SyncRun, values: dict[str, Any]) -> None:
-        self.rows.append({"id": run.id, **values})
-        for key, value in values.items():
-            set_committed_value(run, key, value)
-
-    def write(self, session: Session) -> None:
-        if self.rows:
-            session.execute(update(SyncRun), self.rows)
-            self.rows = []
-
-
 def _requeue(
-    writes: _RunWrites, run: SyncRun, claim: Claim, outcome: Outcome, now: datetime
+    writes: runs.RunWrites, run: SyncRun, claim: Claim, outcome: Outcome, now: datetime
 ) -> None:
     # A transient failure (lock timeout, Redis or the external API unavailable) must not
     # lose a webhook's change: the run goes back to the queue and the sweeper re-enqueues
     # it when this backoff lease runs out. Its batches so far were committed whole, so the
     # re-run converges.
-    writes.set(
-        run,
-        {
-            "state": RunState.QUEUED.value,
-            "lease_expires_at": now + timedelta(seconds=retry_delay(claim.attempt)),
-            "error_type": outcome.error_type,
-            "error": outcome.error,
-        },
-    )
+    until = now + timedelta(seconds=retry_delay(claim.attempt))
+    writes.requeue(run, until, outcome.error_type, outcome.error)
     logger.warning(
         "run %s: attempt %s failed transiently (%s); retrying from the queue",
         claim.run_id,
@@ -714,18 +622,14 @@ def _requeue(
     )
 
 
-def _close_run(writes: _RunWrites, run: SyncRun, outcome: Outcome, now: datetime) -> None:
-    writes.set(
+def _close_run(writes: runs.RunWrites, run: SyncRun, outcome: Outcome, now: datetime) -> None:
+    writes.close(
         run,
-        {
-            "state": (RunState.SUCCESS if outcome.success else RunState.ERROR).value,
-            "sync_type": outcome.sync_type,
-            "finished_at": now,
-            "lease_expires_at": None,
-            "result": outcome.results,
-            "error_type": outcome.error_type,
-            "error": outcome.error,
-        },
+        sync_type=outcome.sync_type,
+        results=outcome.results,
+        error_type=outcome.error_type,
+        error=outcome.error,
+        now=now,
     )
     logger.info(
         "run %s: %s %s",
@@ -761,17 +665,6 @@ def _notify_outcome(
     )
 
 
-def _mark_events_processed(session: Session, event_ids: list[str]) -> None:
-    """Mark each event processed once none of its runs is queued or running any more.
-
-    The event rows are locked first (in id order, so two batches cannot deadlock), so two
-    workers finishing runs of one event at once serialize here, and the second one's next
-    statement sees the first one's runs as finished (READ COMMITTED re-reads per statement).
-    """
-    session.execute(_LOCK_EVENTS, {"ids": event_ids}).all()
-    session.execute(_EVENTS_PROCESSED, {"ids": event_ids})
-
-
 # Built once (building a statement costs about as much as running it).
 _RUNS_TO_FINISH = (
     select(SyncRun)
@@ -780,24 +673,3 @@ _RUNS_TO_FINISH = (
     .with_for_update()
 )
 _CONNECTIONS_BY_PK = select(Connection).where(Connection.id.in_(bindparam("pks", expanding=True)))
-_LOCK_EVENTS = (
-    select(WebhookEvent.id)
-    .where(WebhookEvent.id.in_(bindparam("ids", expanding=True)))
-    .order_by(WebhookEvent.id)
-    .with_for_update()
-)
-_EVENTS_PROCESSED = (
-    update(WebhookEvent)
-    .where(
-        WebhookEvent.id.in_(bindparam("ids", expanding=True)),
-        WebhookEvent.state == WebhookState.ROUTED.value,
-        ~select(SyncRun.id)
-        .where(
-            SyncRun.webhook_event_id == WebhookEvent.id,
-            SyncRun.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]),
-        )
-        .exists(),
-    )
-    .values(state=WebhookState.PROCESSED.value)
-    .execution_options(synchronize_session=False)
-)

@@ -963,3 +963,32 @@ def retry_notification(
         row.lease_expires_at = dispatch_marker(now)  # the caller enqueues it
         session.flush()
     return row
+
+
+def sweep_due(session: Session, now: datetime, lease_seconds: int, limit: int) -> list[int]:
+    """Pending notifications that are due and neither being sent nor dispatched lately,
+    stamped as dispatched now: the beat tick enqueues them (what drives delivery retries)."""
+    ids = list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.state == NotificationState.PENDING.value,
+                Notification.next_attempt_at <= now,
+                or_(
+                    Notification.lease_expires_at.is_(None),
+                    Notification.lease_expires_at <= redispatch_cutoff(now, lease_seconds),
+                ),
+            )
+            .order_by(Notification.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Notification)
+            .where(Notification.id.in_(ids))
+            .values(lease_expires_at=dispatch_marker(now))
+            .execution_options(synchronize_session=False)
+        )
+    return ids

@@ -28,11 +28,8 @@ from sqlalchemy import (
     Integer,
     any_,
     bindparam,
-    case,
-    delete,
     func,
-    insert,
-    literal,
+    or_,
     select,
     update,
 )
@@ -52,6 +49,7 @@ from cache.models import (
 from config.errors import BadInputError
 from config.frequency import next_run_after, parse_frequency
 from config.integrations import IntegrationConfig, Integrations, SyncConfig
+from workers import runs
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
@@ -220,59 +218,22 @@ def claim_due(
     # The whole batch in two statements instead of two per schedule (a tick with 1,000 due
     # spent most of its time in per-row round trips and ORM flushes): one INSERT ... SELECT
     # of the runs, then one statement holding every schedule's conditional UPDATE.
-    runs = _insert_poll_runs(session, claims, now, lease_seconds)
-    won = _take_schedules(session, claims, runs, now)
-    if len(won) < len(runs):
-        # Claims that lost: their runs go, unseen outside this transaction.
-        session.execute(
-            delete(SyncRun)
-            .where(SyncRun.id.in_(sorted(set(runs) - set(won))))
-            .execution_options(synchronize_session=False)
-        )
-    return won
-
-
-def _insert_poll_runs(
-    session: Session, claims: list[tuple[Any, SyncConfig]], now: datetime, lease_seconds: int
-) -> list[int]:
-    """Insert a queued poll run for each claimed schedule row; their ids, in claim order."""
     incremental = [
         row.id for row, sync in claims if poll_sync_type(sync, row.last_sync_date) != "INITIAL"
     ]
-    constants = _run_values(
-        connection_pk=0,
-        sync_name="",
-        sync_type="INITIAL",
-        now=now,
-        lease=now + timedelta(seconds=lease_seconds),
-        options={},
+    run_of = runs.insert_poll_runs(
+        session,
+        _among(session, Schedule.id, [row.id for row, _s in claims]),
+        _among(session, Schedule.id, incremental),
+        now,
+        lease_seconds,
     )
-    columns = {
-        "connection_pk": Schedule.connection_pk,
-        "sync_name": Schedule.sync_name,
-        "sync_type": case(
-            (_among(session, Schedule.id, incremental), "INCREMENTAL"), else_="INITIAL"
-        ),
-        **{
-            name: literal(value, SyncRun.__table__.c[name].type)
-            for name, value in constants.items()
-            if name not in ("connection_pk", "sync_name", "sync_type")
-        },
-    }
-    inserted = session.execute(
-        insert(SyncRun)
-        .from_select(
-            list(columns),
-            select(*columns.values()).where(
-                _among(session, Schedule.id, [row.id for row, _s in claims])
-            ),
-        )
-        .returning(SyncRun.id, SyncRun.connection_pk, SyncRun.sync_name)
-    ).all()
-    # RETURNING's order is not the rows' on every database. (connection, sync) names a
-    # run's schedule: unique, and at most once in a batch.
-    run_of = {(run.connection_pk, run.sync_name): run.id for run in inserted}
-    return [run_of[(row.connection_pk, row.sync_name)] for row, _sync in claims]
+    # In claim order: (connection, sync) names a run's schedule, at most once in a batch.
+    new_runs = [run_of[(row.connection_pk, row.sync_name)] for row, _sync in claims]
+    won = _take_schedules(session, claims, new_runs, now)
+    # Claims that lost: their runs go, unseen outside this transaction.
+    runs.discard(session, sorted(set(new_runs) - set(won)))
+    return won
 
 
 def _take_schedules(
@@ -408,7 +369,7 @@ def trigger(
                 schedule.active_run_id,
             )
             continue
-        run = _insert_run(
+        run = runs.insert_poll_run(
             session,
             connection_pk=connection.id,
             sync_name=sync.name,
@@ -431,7 +392,7 @@ def trigger(
         if won:
             created.append(run.id)
         else:
-            _discard_run(session, run)
+            runs.discard(session, [run.id])
         # The UPDATE bypassed the identity map; reload the row if the caller reads it.
         session.expire(schedule)
     return created
@@ -573,62 +534,6 @@ def set_frequency(
     return schedule
 
 
-def _insert_run(
-    session: Session,
-    *,
-    connection_pk: int,
-    sync_name: str,
-    sync_type: str,
-    now: datetime,
-    lease_seconds: int,
-    options: dict[str, Any],
-) -> SyncRun:
-    run = SyncRun(
-        **_run_values(
-            connection_pk=connection_pk,
-            sync_name=sync_name,
-            sync_type=sync_type,
-            now=now,
-            lease=now + timedelta(seconds=lease_seconds),
-            options=options,
-        )
-    )
-    session.add(run)
-    session.flush()
-    return run
-
-
-def _run_values(
-    *,
-    connection_pk: int,
-    sync_name: str,
-    sync_type: str,
-    now: datetime,
-    lease: datetime,
-    options: dict[str, Any],
-) -> dict[str, Any]:
-    """The columns of a new queued poll run."""
-    return {
-        "connection_pk": connection_pk,
-        "sync_name": sync_name,
-        "kind": RunKind.POLL.value,
-        "sync_type": sync_type,
-        "state": RunState.QUEUED.value,
-        "options": options,
-        "result": {},
-        "attempts": 0,
-        "created_at": now,
-        # Not picked up by then (the Redis message was lost), the sweeper re-enqueues it.
-        "lease_expires_at": lease,
-    }
-
-
-def _discard_run(session: Session, run: SyncRun) -> None:
-    """Delete a run whose claim lost; nobody outside this transaction has seen it."""
-    session.delete(run)
-    session.flush()
-
-
 def _defer_orphan(session: Session, schedule_id: int, seen: datetime | None, now: datetime) -> None:
     log.warning("schedule %s names a sync that is no longer configured; skipped", schedule_id)
     session.execute(
@@ -666,3 +571,33 @@ def _sync(integration: IntegrationConfig, name: str) -> SyncConfig:
             field="syncs",
         )
     return sync
+
+
+_TERMINAL_RUN_STATES = (RunState.SUCCESS.value, RunState.ERROR.value, RunState.CANCELLED.value)
+
+
+def release_finished(session: Session, limit: int) -> int:
+    """Clear ``active_run_id`` where that run is over or gone.
+
+    A safety net: ``finish_poll_run`` normally does this in the run's final transaction.
+    ``next_run_at`` needs no repair, claiming already put it on the grid.
+    """
+    rows = session.execute(
+        select(Schedule.id, Schedule.active_run_id)
+        .outerjoin(SyncRun, SyncRun.id == Schedule.active_run_id)
+        .where(
+            Schedule.active_run_id.is_not(None),
+            or_(SyncRun.id.is_(None), SyncRun.state.in_(_TERMINAL_RUN_STATES)),
+        )
+        .limit(limit)
+    ).all()
+    for row in rows:
+        session.execute(
+            update(Schedule)
+            .where(Schedule.id == row.id, Schedule.active_run_id == row.active_run_id)
+            .values(active_run_id=None)
+            .execution_options(synchronize_session=False)
+        )
+    if rows:
+        log.warning("released %d schedule(s) whose active run had ended", len(rows))
+    return len(rows)

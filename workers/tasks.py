@@ -21,10 +21,10 @@ from config.errors import RetriableError
 from workers.celery_app import context_of
 from workers.drain import drain_inbox
 from workers.enqueue import enqueue_notifications, enqueue_runs
+from workers.events import route_event
 from workers.execution import execute_run
 from workers.inbox import consumer_name
 from workers.notify import deliver
-from workers.events import route_event
 
 __all__ = ["TASK_OPTIONS", "classified", "register_tasks"]
 
