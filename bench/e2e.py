@@ -1,4 +1,4 @@
-"""End-to-end load: webhook sent → app notified, against a Celery no-op floor (DESIGN §11).
+"""End-to-end load: webhook sent → app notified, against a Celery no-op floor (ARCHITECTURE.md §11).
 
     python -m bench.e2e [--seconds N] [--quick] [--no-postgres] [--postgres-url URL] [--keep]
 

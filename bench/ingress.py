@@ -1,4 +1,4 @@
-"""The webhook receiver's throughput and ack latency against a bare endpoint (DESIGN §11).
+"""The webhook receiver's throughput and ack latency against a bare endpoint (ARCHITECTURE.md §11).
 
     python -m bench.ingress [--seconds N] [--no-postgres] [--postgres-url URL]
 

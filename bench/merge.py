@@ -1,4 +1,4 @@
-"""Merge and records-API throughput against floors measured in the same run (DESIGN §11).
+"""Merge and records-API throughput against floors measured in the same run (ARCHITECTURE.md §11).
 
     python -m bench.merge [--records N] [--postgres-url URL] [--no-postgres] [--no-peer]
 

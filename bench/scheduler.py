@@ -1,4 +1,4 @@
-"""The beat tick's database cost with 10,000 schedules, 1,000 of them due (DESIGN §11).
+"""The beat tick's database cost with 10,000 schedules, 1,000 of them due (ARCHITECTURE.md §11).
 
     python -m bench.scheduler [--schedules N] [--due N] [--seconds N]
                               [--postgres-url URL] [--no-postgres]

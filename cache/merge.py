@@ -1,4 +1,4 @@
-"""Merge rules of the records cache (DESIGN §5): pure functions, no I/O.
+"""Merge rules of the records cache (ARCHITECTURE.md §5): pure functions, no I/O.
 
 The store (``cache.store``) reads the stored state of a batch's records, asks ``decide`` what
 to do with each one and writes the outcome. Everything that decides — canonical JSON, hashes,
@@ -299,7 +299,7 @@ def decide(
     incoming: Mapping[str, Any] | None = None,
     stored_record: Mapping[str, Any] | None = None,
 ) -> Action:
-    """Decide what one incoming record does (DESIGN §5).
+    """Decide what one incoming record does (ARCHITECTURE.md §5).
 
     For ``UPDATE`` pass ``incoming_hash`` of the *merged* record. ``incoming`` and
     ``stored_record`` (the parsed stored payload) are needed by ``newest_wins`` only.

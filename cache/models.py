@@ -1,4 +1,4 @@
-"""SQLAlchemy tables: the database is the source of truth for all work (DESIGN §1).
+"""SQLAlchemy tables: the database is the source of truth for all work (ARCHITECTURE.md §1).
 
 Every unit of work — a received webhook, a sync run, a notification — has a row with a
 state and, while it is being worked on, a lease. Redis only carries ids between processes.
@@ -327,8 +327,8 @@ class Notification(Base):
 class AppEndpoint(Base):
     """Delivery state of one app webhook URL; a row exists once the URL has answered 410.
 
-    While ``gone_at`` is set, nothing is recorded or sent for the URL (DESIGN §8: "410 stops
-    delivery to that URL"). Retrying a notification to it clears the mark.
+    While ``gone_at`` is set, nothing is recorded or sent for the URL (ARCHITECTURE.md §8:
+    "410 stops delivery to that URL"). Retrying a notification to it clears the mark.
     """
 
     __tablename__ = "app_endpoints"

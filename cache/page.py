@@ -1,4 +1,4 @@
-"""Reading the records cache: ``list_records`` pages in Nango's shape (DESIGN §5).
+"""Reading the records cache: ``list_records`` pages in Nango's shape (ARCHITECTURE.md §5).
 
 Pages run ascending by ``mod_seq``. Because writers hand out ``mod_seq`` values in commit
 order (``cache.store``), a reader that resumes after the last cursor it saw never misses a

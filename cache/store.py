@@ -79,6 +79,7 @@ __all__ = [
     "PendingWrite",
     "RecordStore",
     "RecordsPage",
+    "drop_tracking_of_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ _DELETE = (
 
 @dataclass(frozen=True)
 class BatchResult:
-    """Counts of one batch operation (DESIGN §5)."""
+    """Counts of one batch operation (ARCHITECTURE.md §5)."""
 
     added: int = 0
     updated: int = 0
@@ -655,6 +656,15 @@ class RecordStore:
             )
 
 
+def drop_tracking_of_run(session: Session, run_id: int) -> None:
+    """Forget the deletion-detection windows a run left open, in the caller's transaction.
+
+    A re-claimed run calls it: windows an earlier, dead attempt left open would make every
+    later batch of the model record what it saw, and a failed attempt deletes nothing.
+    """
+    session.execute(delete(_windows).where(_windows.c.run_id == run_id))
+
+
 def _aware(now: datetime | None) -> datetime:
     if now is None:
         return utcnow()
@@ -766,6 +776,7 @@ def _copy_records(
     A driver error is raised as SQLAlchemy's exception of the same kind (IntegrityError,
     OperationalError, …), as an executemany would raise it.
     """
+    # Only on Postgres: a SQLite deployment never loads the driver.
     import psycopg
 
     stamp = now.astimezone(UTC).replace(tzinfo=None)  # the column holds naive UTC

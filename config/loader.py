@@ -143,7 +143,7 @@ def load_integrations_or_raise(directory: Path, environ: Mapping[str, str]) -> I
 
 
 def describe(integrations: Integrations) -> dict[str, Any]:
-    """Return the machine-readable view printed by ``hooksync check --json`` (DESIGN §3).
+    """Return the machine-readable view printed by ``hooksync check --json`` (ARCHITECTURE.md §3).
 
     Secrets are not part of it.
     """

@@ -1,4 +1,4 @@
-"""Typed settings from ``HOOKSYNC_*`` environment variables (DESIGN §3).
+"""Typed settings from ``HOOKSYNC_*`` environment variables (ARCHITECTURE.md §3).
 
 Nothing here runs at import time: processes call ``load_settings()`` at start-up, and a
 missing or malformed value stops them with one line naming the variable and the value.

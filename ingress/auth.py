@@ -1,7 +1,7 @@
 """Request-side access to the app context, and the API key check.
 
 Every endpoint but ``/webhook/*`` and ``/healthz`` requires ``Authorization: Bearer <key>``
-where the key is ``HOOKSYNC_SECRET_KEY`` (DESIGN §7); the comparison is constant-time and
+where the key is ``HOOKSYNC_SECRET_KEY`` (ARCHITECTURE.md §7); the comparison is constant-time and
 no response or log line ever echoes the key that was sent.
 """
 

@@ -1,4 +1,4 @@
-"""Connections API (DESIGN §7), in Nango's request and response shapes.
+"""Connections API (ARCHITECTURE.md §7), in Nango's request and response shapes.
 
 A connection is one account of one integration: its credentials (imported, stored
 encrypted, never returned) and its metadata (used by webhook routing and by scripts).

@@ -1,10 +1,10 @@
-"""What the integrations file declares, read-only (DESIGN §7): integrations, syncs, scripts.
+"""What the integrations file declares, read-only: integrations, syncs (ARCHITECTURE.md §7).
 
 ``GET /integrations/<key>`` is how an operator checks "does this sync support webhooks"
-(DESIGN §9): each sync with its models, frequency and webhook subscriptions.
+(ARCHITECTURE.md §9): each sync with its models, frequency and webhook subscriptions.
 ``GET /scripts/config`` answers in Nango's shape (a JSON array of ``StandardNangoConfig``,
 what the official Node client's ``getScriptsConfig()`` returns). ``GET
-/webhooks/signing-secret`` shows the app's Standard Webhooks secret (DESIGN §8).
+/webhooks/signing-secret`` shows the app's Standard Webhooks secret (ARCHITECTURE.md §8).
 
 Nothing here returns a provider's ``webhook_secret``, its base URL or any credential: the
 views build their bodies from an allow-list of sync fields, never from the provider config.

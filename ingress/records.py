@@ -1,4 +1,4 @@
-"""``GET /records``: the Nango-compatible records API (DESIGN §5).
+"""``GET /records``: the Nango-compatible records API (ARCHITECTURE.md §5).
 
 The view only parses and checks parameters; ``cache.store.RecordStore.list_records`` does the
 work. Every malformed parameter is a 400 naming the parameter and the value it got.

@@ -1,4 +1,4 @@
-"""Sync control API (DESIGN §7) in Nango's request and response shapes.
+"""Sync control API (ARCHITECTURE.md §7) in Nango's request and response shapes.
 
 ``/sync/trigger``, ``/sync/pause``, ``/sync/start``, ``/sync/status`` and
 ``/sync/update-connection-frequency``. The decisions (one active poll per connection and

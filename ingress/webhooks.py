@@ -1,4 +1,4 @@
-"""External webhooks in (DESIGN §6), and the API to list and replay received events.
+"""External webhooks in (ARCHITECTURE.md §6), and the API to list and replay received events.
 
 The receiver (``POST /webhook/<provider_config_key>``) runs its checks in this order, each
 failure a JSON error: unknown integration → 404; body over ``HOOKSYNC_MAX_WEBHOOK_BYTES`` →
@@ -138,7 +138,7 @@ def build_event(
     raw: bytes,
     received_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The JSON-safe event handed to ``hooksync.route_webhook`` (contract "Data shapes").
+    """The JSON-safe event stored in the inbox for ``workers.events`` to route.
 
     Args:
         headers: ``(name, value)`` pairs; names are lower-cased, credentials dropped.

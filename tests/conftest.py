@@ -12,10 +12,28 @@ import pytest
 
 from cache.context import AppContext
 from config.settings import load_settings
+from tests.support.owners import OwnerWatch
 from tests.support.servers import PostgresServer, RedisServer, skip_or_fail
 
 REPO = Path(__file__).resolve().parent.parent
 _db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def owner_watch() -> Iterator[OwnerWatch]:
+    """Every write to a state table in this process, judged against its owner module."""
+    with OwnerWatch().installed() as watch:
+        yield watch
+
+
+@pytest.fixture(autouse=True)
+def _state_tables_written_by_their_owners(owner_watch: OwnerWatch) -> Iterator[None]:
+    """Fail a test during which a state table was written outside its owner module
+    (ARCHITECTURE.md §12)."""
+    seen = len(owner_watch.violations)
+    yield
+    found = owner_watch.violations[seen:]
+    assert not found, "state tables written outside their owners:\n" + "\n".join(found)
 
 
 @pytest.fixture(scope="session")

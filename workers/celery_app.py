@@ -49,7 +49,7 @@ def broker_url(redis_url: str) -> str:
 
 
 def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
-    """The whole Celery configuration, derived from settings (DESIGN §10)."""
+    """The whole Celery configuration, derived from settings (ARCHITECTURE.md §10)."""
     # Ticks that pile up behind long runs are worthless: the next one does the same work.
     # Generous, so modest clock skew between beat and worker machines drops nothing.
     tick_expires = max(30.0, settings.tick_seconds * 6)

@@ -1,5 +1,5 @@
 """The webhook events state machine: the one module that writes ``webhook_events`` and
-``webhook_deliveries`` (docs/ARCHITECTURE.md §6, §12).
+``webhook_deliveries`` (ARCHITECTURE.md §6, §12).
 
 ::
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from cache.context import AppContext
@@ -38,10 +38,9 @@ from cache.models import (
     RunState,
     Schedule,
     SyncRun,
-    TrackingWindow,
     utcnow,
 )
-from cache.store import PendingWrite, RecordStore
+from cache.store import PendingWrite, RecordStore, drop_tracking_of_run
 from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
 from config.integrations import Integrations, ProviderConfig, SyncConfig
 from workers import events as webhook_events
@@ -152,9 +151,7 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> C
         if run is None or connection is None:  # the connection was deleted meanwhile
             return None
         if run.attempts > 1:
-            # Deletion-detection windows an earlier, dead attempt left open would make every
-            # later batch of the model record what it saw; a failed attempt deletes nothing.
-            session.execute(delete(TrackingWindow).where(TrackingWindow.run_id == run_id))
+            drop_tracking_of_run(session, run_id)
         last_sync_date = None
         if run.kind == RunKind.POLL.value:
             sync_type, last_sync_date = _poll_type(session, run, connection, integrations)

@@ -1,4 +1,4 @@
-"""The notification outbox: completion and forwarded webhooks to the app (DESIGN §8).
+"""The notification outbox: completion and forwarded webhooks to the app (ARCHITECTURE.md §8).
 
 Recording and sending are separate steps. ``record_*`` add one ``notifications`` row per
 (message, app URL) inside the caller's transaction, holding the exact JSON text that will

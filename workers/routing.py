@@ -1,7 +1,7 @@
-"""Routing decisions for external webhooks: pure functions, no I/O (DESIGN §6).
+"""Routing decisions for external webhooks: pure functions, no I/O (ARCHITECTURE.md §6).
 
 Given a provider's ``webhook`` options, the request headers and the raw body, these functions
-decide what the router (``workers/router.py``) writes: the events inside the request (split
+decide what ``workers/events.py`` writes: the events inside the request (split
 when the provider batches them), each event's type and delivery id, the connections it
 belongs to and the syncs subscribed to it.
 
@@ -274,7 +274,7 @@ def plan_event(
     raw_body: bytes,
     connections: Sequence[ConnectionInfo],
 ) -> EventPlan:
-    """Decide everything about one received request; the router only persists the plan.
+    """Decide everything about one received request; ``workers.events`` only persists the plan.
 
     Never raises for bad input: a malformed request yields a plan with ``rejection`` set.
     """

@@ -18,7 +18,7 @@
 - **Finish** (``RunWrites``): success or error, or back to queued with a backoff lease
   after a transient failure; written by primary key in one executemany.
 
-Callers (the execution, the router, the scheduler) decide *when*; this module is *how*.
+Callers (the execution, ``workers.events``, the scheduler) decide *when*; this module is *how*.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``nango`` object handed to sync scripts (DESIGN §4): one per execution.
+"""The ``nango`` object handed to sync scripts (ARCHITECTURE.md §4): one per execution.
 
 It enforces the seed's best practices instead of documenting them:
 
@@ -208,7 +208,7 @@ class NangoRuntime:
     # -- merging strategy ----------------------------------------------------------------
 
     def set_merging_strategy(self, strategy: Any, model: str) -> None:
-        """Choose how this execution's writes to ``model`` merge (DESIGN §5).
+        """Choose how this execution's writes to ``model`` merge (ARCHITECTURE.md §5).
 
         Raises:
             ScriptUsageError: After a batch operation or an API call of this execution.

@@ -1,6 +1,6 @@
 """Schedules and poll runs: when each (connection, sync) polls, and at most one at a time.
 
-Every (connection, sync) has one ``schedules`` row (DESIGN §7). A poll run is created by
+Every (connection, sync) has one ``schedules`` row (ARCHITECTURE.md §7). A poll run is created by
 claiming the row: ``UPDATE schedules SET active_run_id = :run WHERE id = :id AND
 active_run_id IS NULL ...``. Only one transaction can win that UPDATE, in any number of beat
 processes or API requests, on SQLite (transactions are serialized by ``BEGIN IMMEDIATE``)

@@ -1,4 +1,4 @@
-"""Signatures on the webhooks hooksync sends to the app (DESIGN §8). Pure, no I/O.
+"""Signatures on the webhooks hooksync sends to the app (ARCHITECTURE.md §8). Pure, no I/O.
 
 Every delivery carries three signatures over the exact body bytes, so an app can verify it
 with whatever it already has:

@@ -1,4 +1,4 @@
-"""The sync control API (ingress/syncs.py, DESIGN §7) through the Flask test client.
+"""The sync control API (ingress/syncs.py, ARCHITECTURE.md §7) through the Flask test client.
 
 The bundled example has a single sync, too few to tell "the named syncs" from "all of
 them", so ``make_env`` is overridden to point at a copy of the example with a second sync

@@ -1,4 +1,4 @@
-"""The ``nango`` object's rules (DESIGN §4), against an in-memory fake store: no I/O."""
+"""The ``nango`` object's rules (ARCHITECTURE.md §4), against an in-memory fake store: no I/O."""
 
 from __future__ import annotations
 
