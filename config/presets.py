@@ -25,7 +25,7 @@ __all__ = ["BATCH_ROOT", "PRESETS", "SIGNATURE_SCHEMES"]
 #: The ``batch.path`` meaning "the body is the array of events".
 BATCH_ROOT = "$"
 
-#: Names of the signature schemes ``ingress/signatures.py`` implements. Kept here so the
+#: Names of the signature schemes ``ingress/provider_signatures.py`` implements. Kept here so the
 #: loader can validate ``webhook.signature.scheme`` without importing the web package; a
 #: unit test checks both lists stay equal.
 SIGNATURE_SCHEMES: tuple[str, ...] = (

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, jsonify
 from config.errors import BadInputError
 from config.integrations import IntegrationConfig, ModelConfig, SyncConfig
 from ingress.auth import current_context, require_api_key
-from workers.signing import whsec_secret
+from workers.app_signatures import whsec_secret
 
 __all__ = ["bp", "describe_integration", "scripts_config"]
 

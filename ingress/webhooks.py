@@ -29,7 +29,7 @@ from cache.page import format_optional_time, format_time
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
-from ingress.signatures import SignatureError, get_scheme
+from ingress.provider_signatures import SignatureError, get_scheme
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import replay_event
 from workers.routing import parse_body

@@ -47,6 +47,7 @@ from workers import events as webhook_events
 from workers import runs
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
 from workers.notify import record_completion, record_completions, record_failure
+from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS, retry_delay
 from workers.runs import Claim
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
 from workers.schedules import finish_poll_run, poll_sync_type
@@ -492,12 +493,6 @@ def _script_location(error: BaseException, script: Path | None) -> str:
 # -- finish -----------------------------------------------------------------------------------
 
 
-#: Attempts a run gets when it keeps failing transiently, before it ends as ERROR.
-MAX_TRANSIENT_ATTEMPTS = 5
-#: Attempts in all, lost workers included: the next claim ends the run as ERROR unrun.
-MAX_ATTEMPTS = 5
-
-
 def _gave_up(claim: Claim) -> Outcome:
     return Outcome(
         results={},
@@ -508,11 +503,6 @@ def _gave_up(claim: Claim) -> Outcome:
             "(the worker was killed or ran out of memory, or the script exited the process)"
         ),
     )
-
-
-def retry_delay(attempt: int) -> int:
-    """Seconds before a transiently failed run is tried again: 5, 10, 20, 40, … (≤ 300)."""
-    return int(min(300, 5 * 2 ** (attempt - 1)))
 
 
 def _should_retry(outcome: Outcome, attempt: int) -> bool:

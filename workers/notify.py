@@ -51,15 +51,15 @@ from cache.models import (
     utcnow,
 )
 from config.errors import BadInputError
+from workers.app_signatures import signed_headers
 from workers.external import parse_retry_after
-from workers.signing import signed_headers
+from workers.retry import next_delay
 
 if TYPE_CHECKING:
     from cache.context import AppContext
     from config.settings import Settings
 
 __all__ = [
-    "RETRY_DELAYS",
     "EndpointStatus",
     "classify_status",
     "deliver",
@@ -69,7 +69,6 @@ __all__ = [
     "format_timestamp",
     "list_endpoints",
     "list_notifications",
-    "next_delay",
     "record_completion",
     "record_completions",
     "record_failure",
@@ -81,15 +80,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Seconds to wait after the 1st, 2nd, ... failed attempt. After the 8th attempt fails
-#: (all seven waits used) the notification is ``failed``: about 28 hours of retries.
-RETRY_DELAYS: tuple[int, ...] = (5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600)
-#: Each wait is scaled by a uniform factor in [1 - JITTER, 1 + JITTER] so that an app coming
-#: back from an outage is not hit by every pending retry in the same second.
-JITTER = 0.2
-#: A ``Retry-After`` longer than this is capped: a misconfigured app asking for a year must
-#: not park a notification beyond the operator's reach.
-MAX_RETRY_AFTER_SECONDS = 24 * 3600
 #: How long one worker owns a row while sending it; longer than the request timeout.
 SEND_LEASE_SECONDS = 60
 #: Per-request timeout (connect and each read) of a delivery POST.
@@ -104,8 +94,6 @@ DISPATCH_SKEW_SECONDS = 30
 NOT_SENT_GONE = (
     "not sent: the app answered 410 for this URL; retry a notification to it to re-enable"
 )
-
-_rng = random.Random()
 
 Poster = Callable[..., requests.Response]
 
@@ -352,31 +340,6 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     suffix = "?…" if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
-
-
-# -- the retry schedule (pure) ----------------------------------------------------------------
-
-
-def next_delay(
-    attempts: int, retry_after: float | None = None, rng: random.Random | None = None
-) -> float | None:
-    """Seconds to wait before the next attempt, or None when retries are exhausted.
-
-    Args:
-        attempts: How many attempts have failed so far (1 after the first failure).
-        retry_after: Seconds the app asked for in ``Retry-After``; honoured when longer
-            than the jittered schedule, capped at ``MAX_RETRY_AFTER_SECONDS``.
-        rng: Source of jitter (tests pass a seeded one).
-    """
-    if attempts < 1:
-        raise ValueError(f"attempts must be at least 1 after a failed attempt, got {attempts!r}")
-    if attempts > len(RETRY_DELAYS):
-        return None
-    factor = (rng or _rng).uniform(1 - JITTER, 1 + JITTER)
-    delay = RETRY_DELAYS[attempts - 1] * factor
-    if retry_after is not None and retry_after > delay:
-        delay = min(float(retry_after), float(MAX_RETRY_AFTER_SECONDS))
-    return delay
 
 
 def classify_status(status: int | None) -> NotificationState | None:

@@ -38,14 +38,8 @@ from config.settings import load_settings
 from tests.conftest import REPO
 from tests.support.api import Api
 from tests.support.rows import insert_connection
-from workers.execution import (
-    MAX_ATTEMPTS,
-    MAX_TRANSIENT_ATTEMPTS,
-    LeaseHeartbeat,
-    LeaseLost,
-    execute_run,
-    retry_delay,
-)
+from workers.execution import LeaseHeartbeat, LeaseLost, execute_run
+from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS
 from workers.schedules import create_schedules, trigger
 
 SECRET = "sk-test-7f3a9c1e"
@@ -509,11 +503,6 @@ def test_a_run_failing_transiently_every_time_ends_as_error(wctx: AppContext) ->
     assert (run.state, run.error_type, run.attempts) == ("error", "temporary_error", 5)
     (body,) = notification_bodies(wctx, ids)
     assert '"success":false' in body and "connection lock busy" in body
-
-
-def test_retry_delays_back_off_and_are_capped() -> None:
-    assert [retry_delay(n) for n in range(1, 5)] == [5, 10, 20, 40]
-    assert retry_delay(30) == 300
 
 
 def test_failed_full_run_deletes_nothing_and_successful_one_does(wctx: AppContext) -> None:

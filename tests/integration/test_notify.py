@@ -35,6 +35,7 @@ from scheduler.tick import tick
 from tests.support.concurrency import run_at_once
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
+from workers.app_signatures import legacy_signature, whsec_secret
 from workers.notify import (
     DISPATCH_SKEW_SECONDS,
     NOT_SENT_GONE,
@@ -46,7 +47,6 @@ from workers.notify import (
     record_forward,
     retry_notification,
 )
-from workers.signing import legacy_signature, whsec_secret
 
 KEYS = ("first-signing-key", "second-signing-key")
 

@@ -21,7 +21,7 @@ from cache.context import AppContext
 from config.errors import ConfigError
 from config.settings import load_settings
 from ingress.app import create_app
-from ingress.signatures import sign_generic
+from ingress.provider_signatures import sign_generic
 from tests.support.integrations import write_integrations
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port

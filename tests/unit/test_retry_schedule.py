@@ -14,14 +14,8 @@ from cache.models import NotificationState, Schedule
 from config.frequency import next_run_after
 from config.integrations import SyncConfig
 from workers.external import parse_retry_after
-from workers.notify import (
-    MAX_RETRY_AFTER_SECONDS,
-    RETRY_DELAYS,
-    classify_status,
-    encode_body,
-    format_timestamp,
-    next_delay,
-)
+from workers.notify import classify_status, encode_body, format_timestamp
+from workers.retry import MAX_RETRY_AFTER_SECONDS, RETRY_DELAYS, next_delay, retry_delay
 from workers.schedules import interval_for, poll_sync_type
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -134,3 +128,8 @@ def test_a_connection_override_replaces_the_config_frequency_on_the_grid() -> No
     # A run finishing 25 minutes late skips the missed slots and lands on the grid.
     late = NOW + timedelta(minutes=25, seconds=3)
     assert next_run_after(NOW, interval_for(schedule, _sync()), late) == NOW + timedelta(minutes=30)
+
+
+def test_run_retry_delays_back_off_and_are_capped() -> None:
+    assert [retry_delay(n) for n in range(1, 5)] == [5, 10, 20, 40]
+    assert retry_delay(30) == 300

@@ -1,4 +1,4 @@
-"""Webhook signature schemes: one small class per provider format, no I/O.
+"""Signatures on the webhooks providers send us: one small class per provider format, no I/O.
 
 Every scheme works on the raw request bytes (re-serialised JSON never matches), compares
 in constant time, and accepts the request when any one of the configured secrets

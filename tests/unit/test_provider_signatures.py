@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from config.errors import BadInputError
 from config.integrations import SignatureConfig
 from config.presets import PRESETS, SIGNATURE_SCHEMES
-from ingress.signatures import SCHEMES, SignatureError, get_scheme, sign_generic
+from ingress.provider_signatures import SCHEMES, SignatureError, get_scheme, sign_generic
 
 NOW = 1_700_000_000.0
 SECRET = "s3cr3t-value"

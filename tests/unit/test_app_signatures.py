@@ -11,7 +11,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from workers.signing import (
+from workers.app_signatures import (
     legacy_signature,
     nango_hmac_signature,
     signed_headers,
