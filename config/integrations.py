@@ -143,11 +143,12 @@ class IntegrationConfig:
 class Integrations:
     """Everything the integrations file declares, plus what was wrong with it."""
 
-    integrations: dict[str, IntegrationConfig] = field(default_factory=dict)
+    #: Each integration by its key (``provider_config_key``).
+    by_key: dict[str, IntegrationConfig] = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     errors: tuple[Problem, ...] = ()
     warnings: tuple[Problem, ...] = ()
 
     def get_sync(self, integration: str, sync: str) -> SyncConfig | None:
-        config = self.integrations.get(integration)
+        config = self.by_key.get(integration)
         return config.syncs.get(sync) if config else None

@@ -163,7 +163,7 @@ def describe(integrations: Integrations) -> dict[str, Any]:
                     for name, sync in config.syncs.items()
                 }
             }
-            for key, config in integrations.integrations.items()
+            for key, config in integrations.by_key.items()
         },
         "errors": [asdict(problem) for problem in integrations.errors],
         "warnings": [asdict(problem) for problem in integrations.warnings],
@@ -176,7 +176,7 @@ def _finish(
     models: dict[str, ModelConfig] | None = None,
 ) -> Integrations:
     return Integrations(
-        integrations=integrations or {},
+        by_key=integrations or {},
         models=models or {},
         errors=tuple(report.errors),
         warnings=tuple(report.warnings),

@@ -224,9 +224,9 @@ def _check(args: argparse.Namespace) -> int:
             print(f"error: {problem}")
         for problem in integrations.warnings:
             print(f"warning: {problem}")
-        syncs = sum(len(i.syncs) for i in integrations.integrations.values())
+        syncs = sum(len(i.syncs) for i in integrations.by_key.values())
         print(
-            f"{len(integrations.integrations)} integration(s), {syncs} sync(s), "
+            f"{len(integrations.by_key)} integration(s), {syncs} sync(s), "
             f"{len(integrations.errors)} error(s), {len(integrations.warnings)} warning(s)"
         )
     return 1 if integrations.errors else 0
@@ -240,7 +240,7 @@ def _check_scripts(settings: Settings, integrations: Integrations) -> list[Probl
     ``script_missing`` already.
     """
     problems = []
-    for key, integration in integrations.integrations.items():
+    for key, integration in integrations.by_key.items():
         for name, sync in integration.syncs.items():
             if not script_path(settings.integrations_dir, key, name).exists():
                 continue

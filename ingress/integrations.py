@@ -44,7 +44,7 @@ def list_integrations() -> Response:
                     "syncs": list(integration.syncs),
                     "webhook_subscriptions": _subscriptions(integration),
                 }
-                for integration in ctx.integrations.integrations.values()
+                for integration in ctx.integrations.by_key.values()
             ]
         }
     )
@@ -55,9 +55,9 @@ def list_integrations() -> Response:
 def get_integration(key: str) -> Response:
     """One integration with every sync's models, frequency and webhook subscriptions."""
     ctx = current_context()
-    integration = ctx.integrations.integrations.get(key)
+    integration = ctx.integrations.by_key.get(key)
     if integration is None:
-        known = ", ".join(sorted(ctx.integrations.integrations)) or "none"
+        known = ", ".join(sorted(ctx.integrations.by_key)) or "none"
         raise BadInputError(
             f"no integration {key[:100]!r} in nango.yaml (configured: {known}); "
             "list them with GET /integrations",
@@ -72,7 +72,7 @@ def get_integration(key: str) -> Response:
 def get_scripts_config() -> Response:
     """Nango's ``GET /scripts/config``: a JSON array, one entry per integration."""
     ctx = current_context()
-    return jsonify(scripts_config(ctx.integrations.integrations.values(), ctx.integrations.models))
+    return jsonify(scripts_config(ctx.integrations.by_key.values(), ctx.integrations.models))
 
 
 @bp.get("/webhooks/signing-secret")

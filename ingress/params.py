@@ -40,8 +40,8 @@ def provider_config_key(ctx: AppContext, value: object) -> str:
             "provider_config_key: required; the integration key from nango.yaml",
             field="provider_config_key",
         )
-    if value not in ctx.integrations.integrations:
-        known = ", ".join(sorted(ctx.integrations.integrations)) or "none"
+    if value not in ctx.integrations.by_key:
+        known = ", ".join(sorted(ctx.integrations.by_key)) or "none"
         raise BadInputError(
             f"provider_config_key: no integration {value[:100]!r} in nango.yaml "
             f"(configured: {known})",

@@ -114,7 +114,7 @@ def status() -> Response:
         connections = session.scalars(query.order_by(Connection.id)).all()
         if connection_id and not connections:
             raise unknown_connection(key, connection_id)
-        integration = ctx.integrations.integrations[key]
+        integration = ctx.integrations.by_key[key]
         return jsonify(
             {
                 "syncs": [
@@ -134,7 +134,7 @@ def update_frequency() -> Response:
     body = json_body()
     key = provider_config_key(ctx, body.get("provider_config_key"))
     name = body.get("sync_name")
-    if not isinstance(name, str) or name not in ctx.integrations.integrations[key].syncs:
+    if not isinstance(name, str) or name not in ctx.integrations.by_key[key].syncs:
         raise BadInputError(
             f"sync_name: integration {key!r} has no sync {name!r}",
             code="unknown_sync",
@@ -152,7 +152,7 @@ def update_frequency() -> Response:
             session, ctx.integrations, connection, name, frequency, utcnow()
         )
         seconds = schedule.frequency_seconds
-    sync = ctx.integrations.integrations[key].syncs[name]
+    sync = ctx.integrations.by_key[key].syncs[name]
     return jsonify({"frequency": frequency if seconds else sync.runs})
 
 
@@ -176,7 +176,7 @@ def _targets(
     raw = body.get("syncs")
     # Nango: an empty list names every sync of the integration (the official Node client
     # sends ``"syncs": []`` for ``triggerSync(key)``).
-    names = list(ctx.integrations.integrations[key].syncs) if raw == [] else None
+    names = list(ctx.integrations.by_key[key].syncs) if raw == [] else None
     if names is None:
         names = _sync_names(ctx, key, raw, field="syncs")
     connection_id = _optional_connection_id(body)
@@ -193,7 +193,7 @@ def _targets(
 
 def _sync_names(ctx: AppContext, key: str, raw: object, *, field: str) -> list[str]:
     """Sync names from a list (of names or ``{"name"}``), a comma string, or ``*``."""
-    known = ctx.integrations.integrations[key].syncs
+    known = ctx.integrations.by_key[key].syncs
     if isinstance(raw, str):
         items: Sequence[object] = [part.strip() for part in raw.split(",") if part.strip()]
     elif isinstance(raw, list):
@@ -264,7 +264,7 @@ def _trigger_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _models(ctx: AppContext, connection: Connection, names: list[str]) -> list[str]:
-    integration = ctx.integrations.integrations[connection.provider_config_key]
+    integration = ctx.integrations.by_key[connection.provider_config_key]
     return sorted({model for name in names for model in integration.syncs[name].output})
 
 

@@ -55,7 +55,7 @@ _READ_CHUNK = 64 * 1024
 def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     """Verify, then queue one external webhook. Touches Redis only."""
     ctx = current_context()
-    integration = ctx.integrations.integrations.get(provider_config_key)
+    integration = ctx.integrations.by_key.get(provider_config_key)
     if integration is None:
         return error_response(
             404,

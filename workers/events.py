@@ -230,7 +230,7 @@ def _route_batch(
     batch = _Batch(session)
     plans: list[EventPlan | None] = []
     for _, row in rows:
-        integration = ctx.integrations.integrations.get(row.provider_config_key)
+        integration = ctx.integrations.by_key.get(row.provider_config_key)
         plans.append(
             None
             if integration is None
@@ -420,7 +420,7 @@ def _route(
         batch: The batch's shared reads; None reads them for this event alone.
     """
     row.routed_at = now
-    integration = ctx.integrations.integrations.get(row.provider_config_key)
+    integration = ctx.integrations.by_key.get(row.provider_config_key)
     if integration is None:
         _finish(
             row,

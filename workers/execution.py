@@ -335,7 +335,7 @@ def _execute(
 def resolve_sync(
     ctx: AppContext, integrations: Integrations, claim: Claim
 ) -> tuple[ProviderConfig, SyncConfig]:
-    integration = integrations.integrations.get(claim.provider_config_key)
+    integration = integrations.by_key.get(claim.provider_config_key)
     sync = integration.syncs.get(claim.sync_name) if integration else None
     if integration is None or sync is None:
         raise ConfigError(

@@ -100,7 +100,7 @@ def create_schedules(
     Returns:
         The schedules created by this call (flushed, with ids).
     """
-    integration = integrations.integrations.get(connection.provider_config_key)
+    integration = integrations.by_key.get(connection.provider_config_key)
     if integration is None:
         return []
     if connection.id is None:
@@ -549,9 +549,9 @@ def _defer_orphan(session: Session, schedule_id: int, seen: datetime | None, now
 
 
 def _integration(integrations: Integrations, connection: Connection) -> IntegrationConfig:
-    integration = integrations.integrations.get(connection.provider_config_key)
+    integration = integrations.by_key.get(connection.provider_config_key)
     if integration is None:
-        known = ", ".join(sorted(integrations.integrations)) or "none"
+        known = ", ".join(sorted(integrations.by_key)) or "none"
         raise BadInputError(
             f"provider_config_key {connection.provider_config_key!r} is not a configured "
             f"integration (configured: {known})",

@@ -133,7 +133,7 @@ def test_an_edited_nango_yaml_is_reloaded_after_the_recheck_interval(
 ) -> None:
     first = ctx.integrations
     assert ctx.integrations is first  # parsed once
-    assert set(first.integrations["tracker"].syncs) == {"items"}
+    assert set(first.by_key["tracker"].syncs) == {"items"}
     nango_yaml = folder / "nango.yaml"
     edited = NANGO_YAML.replace("      items:\n", "      more:\n        runs: every 2h\n"
                                 "        output: Item\n      items:\n")  # fmt: skip
@@ -143,6 +143,6 @@ def test_an_edited_nango_yaml_is_reloaded_after_the_recheck_interval(
     assert ctx.integrations is first  # within the interval nothing is even checked
     monkeypatch.setattr(context_module, "INTEGRATIONS_RECHECK_SECONDS", 0.0)
     time.sleep(0.01)
-    assert set(ctx.integrations.integrations["tracker"].syncs) == {"items", "more"}
+    assert set(ctx.integrations.by_key["tracker"].syncs) == {"items", "more"}
     reloaded = ctx.integrations
     assert ctx.integrations is reloaded  # unchanged file: not parsed again

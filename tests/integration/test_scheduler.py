@@ -28,7 +28,7 @@ from workers.schedules import (
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 INTEGRATIONS = Integrations(
-    integrations={
+    by_key={
         "tracker": IntegrationConfig(
             key="tracker",
             syncs={

@@ -70,11 +70,11 @@ def with_provider(provider: str) -> str:
 def test_real_nango_templates_load_unchanged(tmp_path: Path, name: str) -> None:
     shutil.copy(FIXTURES / f"{name}.yaml", tmp_path / "nango.yaml")
     result = load_integrations(tmp_path, {})
-    assert result.integrations[name].syncs
+    assert result.by_key[name].syncs
     assert [p for p in result.errors if p.code != "script_missing"] == []
     # Every sync lacks its script in the temp folder, and nothing else is wrong.
     assert {p.path for p in result.errors} == {
-        f"integrations.{name}.syncs.{sync}" for sync in result.integrations[name].syncs
+        f"integrations.{name}.syncs.{sync}" for sync in result.by_key[name].syncs
     }
     assert only(result.warnings, "ignored_section").path == f"integrations.{name}.actions"
 
@@ -99,7 +99,7 @@ def test_hubspot_template_values(tmp_path: Path) -> None:
     tickets = result.get_sync("hubspot", "service-tickets")
     assert tickets is not None and tickets.interval_seconds == 1800
     # Integrations without a providers entry get the defaults.
-    assert result.integrations["hubspot"].provider == ProviderConfig(key="hubspot")
+    assert result.by_key["hubspot"].provider == ProviderConfig(key="hubspot")
 
 
 def test_hubspot_template_models_extend_and_mark_optional(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ def test_bundled_example_integration_loads(tmp_path: Path) -> None:
     env = {"TASKTRACKER_BASE_URL": "http://127.0.0.1:9000", "TASKTRACKER_WEBHOOK_SECRET": "x"}
     result = load_integrations(REPO / "integrations", env)
     assert result.errors == ()
-    assert result.integrations
+    assert result.by_key
 
 
 # --- the file -------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_missing_file_is_an_error_not_an_exception(tmp_path: Path) -> None:
     result = load_integrations(tmp_path, {})
     problem = only(result.errors, "file_missing")
     assert "nango.yaml" in problem.message
-    assert result.integrations == {}
+    assert result.by_key == {}
 
 
 def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_invalid_runs_names_path_and_value(tmp_path: Path) -> None:
         "integrations.myapi.syncs.contacts.runs: invalid frequency 'evry 1h'"
     )
     # A sync that cannot be scheduled is left out; the rest of the file still loads.
-    assert result.integrations["myapi"].syncs == {}
+    assert result.by_key["myapi"].syncs == {}
 
 
 def test_missing_runs(tmp_path: Path) -> None:
@@ -380,7 +380,7 @@ def test_explicit_provider(tmp_path: Path) -> None:
     env = {"API_URL": "http://localhost:9000", "NEW_SECRET": "n3w"}
     result = load(tmp_path, text, env)
     assert result.errors == () and result.warnings == ()
-    provider = result.integrations["myapi"].provider
+    provider = result.by_key["myapi"].provider
     assert provider.base_url == "http://localhost:9000"
     assert provider.webhook_secrets == ("n3w", "old-secret")
     assert provider.forward_webhooks is True
@@ -397,7 +397,7 @@ def test_explicit_provider(tmp_path: Path) -> None:
 
 def test_secrets_are_not_in_the_repr(tmp_path: Path) -> None:
     text = with_provider("webhook_secret: very-secret-value\n")
-    provider = load(tmp_path, text).integrations["myapi"].provider
+    provider = load(tmp_path, text).by_key["myapi"].provider
     assert provider.webhook_secrets == ("very-secret-value",)
     assert "very-secret-value" not in repr(provider)
 
@@ -411,7 +411,7 @@ def test_missing_env_var_names_variable_and_path(tmp_path: Path) -> None:
 
 def test_env_default_and_empty_secret(tmp_path: Path) -> None:
     result = load(tmp_path, with_provider("base_url: ${URL:-http://localhost:1}\n"))
-    assert result.integrations["myapi"].provider.base_url == "http://localhost:1"
+    assert result.by_key["myapi"].provider.base_url == "http://localhost:1"
     result = load(tmp_path, with_provider("webhook_secret: ${EMPTY}\n"), {"EMPTY": ""})
     assert only(result.errors, "invalid_value").path == "providers.myapi.webhook_secret"
 
@@ -436,7 +436,7 @@ def test_a_non_string_secret_is_not_echoed(tmp_path: Path) -> None:
 def test_auth_forms(tmp_path: Path, auth: str, expected: AuthConfig) -> None:
     result = load(tmp_path, with_provider(f"auth: {auth}\n"))
     assert result.errors == ()
-    assert result.integrations["myapi"].provider.auth == expected
+    assert result.by_key["myapi"].provider.auth == expected
 
 
 @pytest.mark.parametrize(
@@ -508,7 +508,7 @@ def test_preset_is_merged_under_explicit_keys(tmp_path: Path) -> None:
     )
     result = load(tmp_path, text)
     assert result.errors == ()
-    provider = result.integrations["myapi"].provider
+    provider = result.by_key["myapi"].provider
     assert provider.preset == "hubspot"
     assert provider.base_url == "https://hubspot.internal.example"
     signature = provider.webhook.signature
@@ -520,7 +520,7 @@ def test_preset_is_merged_under_explicit_keys(tmp_path: Path) -> None:
 
 def test_an_empty_block_keeps_the_preset(tmp_path: Path) -> None:
     text = with_provider("preset: stripe\nwebhook_secret: s\nwebhook:\n")
-    webhook = load(tmp_path, text).integrations["myapi"].provider.webhook
+    webhook = load(tmp_path, text).by_key["myapi"].provider.webhook
     assert webhook.signature.scheme == "stripe"
     assert webhook.connection == ConnectionRoute(path="account", match="metadata.account")
 
@@ -535,7 +535,7 @@ def test_a_different_scheme_replaces_the_preset_signature(tmp_path: Path) -> Non
           event_type: {path: action}
         """
     )
-    webhook = load(tmp_path, text).integrations["myapi"].provider.webhook
+    webhook = load(tmp_path, text).by_key["myapi"].provider.webhook
     assert webhook.signature == SignatureConfig(scheme="hmac-sha256", header="X-Sig")
     assert webhook.event_type == FieldRef(path="action")
     assert webhook.delivery_id == FieldRef(header="X-GitHub-Delivery")
@@ -547,7 +547,7 @@ def test_a_different_scheme_replaces_the_preset_signature(tmp_path: Path) -> Non
 def test_every_preset_loads_cleanly(tmp_path: Path, preset: str) -> None:
     result = load(tmp_path, with_provider(f"preset: {preset}\nwebhook_secret: s\n"))
     assert result.errors == ()
-    assert result.integrations["myapi"].provider.webhook.signature.scheme != "none"
+    assert result.by_key["myapi"].provider.webhook.signature.scheme != "none"
 
 
 def test_provider_warnings(tmp_path: Path) -> None:
