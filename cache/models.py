@@ -87,6 +87,14 @@ class RunKind(str, Enum):
     WEBHOOK = "webhook"  # on_webhook_payload_received, from one routed event
 
 
+class RunSyncType(str, Enum):
+    """What a run is, as the completion webhook's ``syncType`` names it (Nango's values)."""
+
+    INITIAL = "INITIAL"  # a poll from the start (first run, full sync, or a reset)
+    INCREMENTAL = "INCREMENTAL"  # a poll from the last success's start
+    WEBHOOK = "WEBHOOK"  # one webhook's handler
+
+
 class RunState(str, Enum):
     QUEUED = "queued"
     RUNNING = "running"

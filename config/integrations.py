@@ -7,6 +7,7 @@ frozen values every other package reads, so importing it costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal
 
 __all__ = [
@@ -22,6 +23,13 @@ __all__ = [
     "SyncConfig",
     "WebhookConfig",
 ]
+
+
+class SyncType(StrEnum):
+    """A sync's ``sync_type`` in nango.yaml."""
+
+    INCREMENTAL = "incremental"  # polls fetch what changed since the last success
+    FULL = "full"  # every poll fetches everything
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class SyncConfig:
     webhook_subscriptions: tuple[str, ...] = ()
     output: tuple[str, ...] = ()
     #: As in Nango, a sync that does not say ``incremental`` is ``full``.
-    sync_type: Literal["incremental", "full"] = "full"
+    sync_type: SyncType = SyncType.FULL
     track_deletes: bool = False
     auto_start: bool = True
     description: str = ""

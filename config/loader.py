@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import yaml
 
@@ -29,6 +29,7 @@ from config.integrations import (
     Problem,
     ProviderConfig,
     SyncConfig,
+    SyncType,
 )
 from config.providers import parse_providers
 from config.values import read_bool, read_optional_str
@@ -60,10 +61,9 @@ _IGNORED_SECTIONS = ("actions", "on-events", "post-connection-scripts")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 #: Names become file paths (``<integration>/syncs/<sync>.py``) and URL segments.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_SyncType = Literal["incremental", "full"]
 #: What a sync without ``sync_type`` is. Nango's nango.yaml parser makes every sync ``full``
 #: unless it says ``incremental``; matching that keeps a file meaning the same in both.
-_DEFAULT_SYNC_TYPE: _SyncType = "full"
+_DEFAULT_SYNC_TYPE = SyncType.FULL
 
 
 class _Report:
@@ -466,11 +466,11 @@ def _string_list(
     return tuple(items)
 
 
-def _sync_type(raw: object, path: str, report: _Report) -> _SyncType:
+def _sync_type(raw: object, path: str, report: _Report) -> SyncType:
     if raw is None:
         return _DEFAULT_SYNC_TYPE
-    if isinstance(raw, str) and raw.strip().lower() in ("incremental", "full"):
-        return cast(_SyncType, raw.strip().lower())
+    if isinstance(raw, str) and raw.strip().lower() in set(SyncType):
+        return SyncType(raw.strip().lower())
     report.error("invalid_value", path, f"expected 'incremental' or 'full', got {raw!r}")
     return _DEFAULT_SYNC_TYPE
 

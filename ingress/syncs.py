@@ -19,7 +19,16 @@ from sqlalchemy.orm import Session
 from cache.context import AppContext
 from cache.db import read_scope, session_scope
 from cache.lock import connection_lock
-from cache.models import Connection, Record, RunKind, RunState, Schedule, SyncRun, utcnow
+from cache.models import (
+    Connection,
+    Record,
+    RunKind,
+    RunState,
+    RunSyncType,
+    Schedule,
+    SyncRun,
+    utcnow,
+)
 from cache.page import format_optional_time
 from config.errors import BadInputError
 from config.integrations import SyncConfig
@@ -307,7 +316,7 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
         "connection_id": connection.connection_id,
         "name": sync.name,
         "status": _status_word(schedule, latest, finished),
-        "type": (latest.sync_type if latest else "INITIAL"),
+        "type": (latest.sync_type if latest else RunSyncType.INITIAL.value),
         "finishedAt": format_optional_time(finished.finished_at if finished else None),
         "nextScheduledSyncAt": format_optional_time(schedule.next_run_at if schedule else None),
         "frequency": sync.runs

@@ -36,6 +36,7 @@ from cache.models import (
     Connection,
     RunKind,
     RunState,
+    RunSyncType,
     Schedule,
     SyncRun,
     utcnow,
@@ -194,7 +195,7 @@ def _poll_type(
         return run.sync_type, None
     reset = bool((run.options or {}).get("reset"))
     sync_type = poll_sync_type(sync, last, reset=reset)
-    return sync_type, (last if sync_type == "INCREMENTAL" else None)
+    return sync_type, (last if sync_type == RunSyncType.INCREMENTAL.value else None)
 
 
 # -- heartbeat --------------------------------------------------------------------------------
@@ -309,7 +310,7 @@ def _execute(
             fetch_data = load_function(
                 ctx.settings.integrations_dir, claim.provider_config_key, sync.name, "fetch_data"
             )
-            if sync.track_deletes and claim.sync_type == "INITIAL":
+            if sync.track_deletes and claim.sync_type == RunSyncType.INITIAL.value:
                 # A full run saw everything there is: what it did not save was deleted.
                 for model in sync.output:
                     runtime.track_deletes_start(model)

@@ -34,10 +34,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from cache.db import rows_matched
-from cache.models import RunKind, RunState, Schedule, SyncRun
+from cache.models import RunKind, RunState, RunSyncType, Schedule, SyncRun
 
 __all__ = [
-    "WEBHOOK_SYNC_TYPE",
     "Claim",
     "RunWrites",
     "claim",
@@ -51,9 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: The ``sync_type`` of a run that handles a webhook (Nango's name for it).
-WEBHOOK_SYNC_TYPE = "WEBHOOK"
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,7 @@ def new_webhook_run(
         connection_pk=connection_pk,
         sync_name=sync_name,
         kind=RunKind.WEBHOOK.value,
-        sync_type=WEBHOOK_SYNC_TYPE,
+        sync_type=RunSyncType.WEBHOOK.value,
         state=(RunState.RUNNING if claimed else RunState.QUEUED).value,
         webhook_event_id=event_id,
         payload=payload,
@@ -183,7 +179,7 @@ def insert_poll_runs(
     constants = _poll_run_values(
         connection_pk=0,
         sync_name="",
-        sync_type="INITIAL",
+        sync_type=RunSyncType.INITIAL.value,
         now=now,
         lease=now + timedelta(seconds=lease_seconds),
         options={},
@@ -191,7 +187,9 @@ def insert_poll_runs(
     columns = {
         "connection_pk": Schedule.connection_pk,
         "sync_name": Schedule.sync_name,
-        "sync_type": case((incremental, "INCREMENTAL"), else_="INITIAL"),
+        "sync_type": case(
+            (incremental, RunSyncType.INCREMENTAL.value), else_=RunSyncType.INITIAL.value
+        ),
         **{
             name: literal(value, SyncRun.__table__.c[name].type)
             for name, value in constants.items()

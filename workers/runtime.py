@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import requests
 
 from cache.merge import MergeStrategy, Operation, parse_strategy
+from cache.models import RunSyncType
 from cache.store import BatchResult, PendingWrite
 from config.errors import BadInputError, FatalError
 from config.integrations import ProviderConfig
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 script_logger = logging.getLogger("hooksync.script")
 
 #: How the completion webhook names the kind of execution.
-SYNC_TYPES = ("INITIAL", "INCREMENTAL", "WEBHOOK")
+SYNC_TYPES = tuple(sync_type.value for sync_type in RunSyncType)
 
 _OVERRIDE = MergeStrategy("override")
 _LOG_LEVELS = {

@@ -41,6 +41,7 @@ from cache.models import (
     Connection,
     RunKind,
     RunState,
+    RunSyncType,
     Schedule,
     ScheduleState,
     SyncRun,
@@ -48,7 +49,7 @@ from cache.models import (
 )
 from config.errors import BadInputError
 from config.frequency import next_run_after, parse_frequency
-from config.integrations import IntegrationConfig, Integrations, SyncConfig
+from config.integrations import IntegrationConfig, Integrations, SyncConfig, SyncType
 from workers import runs
 
 __all__ = [
@@ -83,9 +84,9 @@ def poll_sync_type(
     sync: SyncConfig, last_sync_date: datetime | None, *, reset: bool = False
 ) -> str:
     """``INCREMENTAL`` when the sync is incremental and a previous run succeeded."""
-    if sync.sync_type == "incremental" and last_sync_date is not None and not reset:
-        return "INCREMENTAL"
-    return "INITIAL"
+    if sync.sync_type == SyncType.INCREMENTAL and last_sync_date is not None and not reset:
+        return RunSyncType.INCREMENTAL.value
+    return RunSyncType.INITIAL.value
 
 
 def create_schedules(
@@ -219,7 +220,9 @@ def claim_due(
     # spent most of its time in per-row round trips and ORM flushes): one INSERT ... SELECT
     # of the runs, then one statement holding every schedule's conditional UPDATE.
     incremental = [
-        row.id for row, sync in claims if poll_sync_type(sync, row.last_sync_date) != "INITIAL"
+        row.id
+        for row, sync in claims
+        if poll_sync_type(sync, row.last_sync_date) != RunSyncType.INITIAL.value
     ]
     run_of = runs.insert_poll_runs(
         session,
