@@ -22,12 +22,21 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    create_engine,
+    event,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.errors import ConfigError
@@ -38,6 +47,7 @@ __all__ = [
     "make_sessionmaker",
     "migrate",
     "rows_matched",
+    "update_where",
     "read_scope",
     "session_scope",
 ]
@@ -85,6 +95,26 @@ def _configure_sqlite(engine: Engine) -> None:
 def rows_matched(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE matched: how a conditional UPDATE tells who won a claim."""
     return cast("CursorResult[Any]", result).rowcount
+
+
+def update_where(
+    session: Session, model: type[Any], where: Sequence[ColumnElement[bool]], **values: Any
+) -> int:
+    """``UPDATE model SET values WHERE all of where``; the rows it matched.
+
+    The shape of every claim and fenced write: the condition is the state the caller read
+    (queued, unleased, this attempt …), so of two transactions racing for a row only one
+    matches it, and the loser learns so from the count. The identity map is left alone
+    (``synchronize_session=False``): callers reload what they read afterwards.
+    """
+    return rows_matched(
+        session.execute(
+            update(model)
+            .where(*where)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -179,7 +209,7 @@ def _alembic_config(url: str) -> Any:
 
 def migrate(url: str) -> None:
     """Apply every migration (the Procfile's ``release`` step). Safe to run again."""
-    from alembic import command
+    from alembic import command  # heavy, release step only (see _alembic_config)
 
     command.upgrade(_alembic_config(url), "head")
 
@@ -190,6 +220,7 @@ def assert_migrated(engine: Engine) -> None:
     Raises:
         ConfigError: one line telling the operator to run the release step.
     """
+    # Heavy, start-up checks only (see _alembic_config).
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 

@@ -12,7 +12,7 @@ import functools
 import json
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, or_, select, type_coerce
@@ -23,6 +23,7 @@ from sqlalchemy.types import NullType
 from cache.cursor import decode_cursor, encode_cursor
 from cache.merge import validate_model
 from cache.models import Record
+from cache.timestamps import api_time
 from config.errors import BadInputError
 
 __all__ = [
@@ -30,8 +31,6 @@ __all__ = [
     "MAX_IDS",
     "MAX_LIMIT",
     "RecordsPage",
-    "format_optional_time",
-    "format_time",
     "list_page",
     "time_reader",
 ]
@@ -195,19 +194,8 @@ def _to_nango(
     return texts, cursor
 
 
-def format_time(value: datetime) -> str:
-    """The one timestamp format of the API: UTC with microseconds,
-    ``2026-11-26T12:00:00.123456+00:00``."""
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def format_optional_time(value: datetime | None) -> str | None:
-    """``format_time``, or None for a timestamp that is not set (``deleted_at``, …)."""
-    return None if value is None else format_time(value)
-
-
 def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:
-    """Format a raw stored timestamp as ``format_time`` does, without a datetime if possible.
+    """Format a raw stored timestamp as ``api_time`` does, without a datetime if possible.
 
     SQLAlchemy stores SQLite datetimes as text ``YYYY-MM-DD HH:MM:SS.ffffff`` (always six
     digits); Postgres drivers return naive datetimes. Both are UTC (``UTCDateTime``).
@@ -220,7 +208,7 @@ def _iso_writer(dialect: Dialect) -> Callable[[Any], str]:
             return f"{value[:10]}T{value[11:]}+00:00"
         if type(value) is datetime and value.tzinfo is None:
             return value.isoformat(timespec="microseconds") + "+00:00"
-        return format_time(to_time(value))
+        return api_time(to_time(value))
 
     return to_iso
 

@@ -192,9 +192,10 @@ class PendingWrite:
     cursor_key: Any = None
 
 
-#: A row of ``_read_stored``, as the driver returns it:
-#: (id, external_id, data_hash, is_deleted, mod_seq, last_modified_at[, payload]).
+#: A row of ``_read_stored``, as the driver returns it (a plain tuple: row objects cost more
+#: than the SELECT on a batch of unchanged records), read through the positions below.
 _StoredRow = tuple[Any, ...]
+_ID, _EXTERNAL_ID, _HASH, _IS_DELETED, _SEQ, _LAST_MODIFIED, _PAYLOAD = range(7)
 
 
 class RecordStore:
@@ -407,9 +408,9 @@ class RecordStore:
             payload, data_hash = item.payload, item.data_hash
             state = stored_record = None
             if found is not None:
-                state = StoredState(found[2], bool(found[3]), found[4])
-                if len(found) > 6:
-                    stored_record = json.loads(found[6])
+                state = StoredState(found[_HASH], bool(found[_IS_DELETED]), found[_SEQ])
+                if len(found) > _PAYLOAD:
+                    stored_record = json.loads(found[_PAYLOAD])
             if operation is Operation.UPDATE and state is not None and not state.is_deleted:
                 payload = canonical_json(deep_merge(stored_record, item.record))
                 self._check_merged_size(item, payload)
@@ -437,8 +438,8 @@ class RecordStore:
                 continue
             assert found is not None
             row = {
-                "rid": found[0],
-                "p_time": found[5],  # raw: made max(now, it + _TICK) by _write
+                "rid": found[_ID],
+                "p_time": found[_LAST_MODIFIED],  # raw: made max(now, it + _TICK) by _write
                 "p_seq": plan.next_seq(),
             }
             if action is Action.DELETE:
@@ -815,13 +816,13 @@ def _read_stored(
     assert result.cursor is not None
     rows = result.cursor.fetchall()
     result.close()
-    return {row[1]: row for row in rows}
+    return {row[_EXTERNAL_ID]: row for row in rows}
 
 
 @functools.cache
 def _stored_query(dialect: str, with_payload: bool) -> Any:
     """``_read_stored``'s SELECT for a dialect, built once."""
-    columns = [
+    columns = [  # in the order of the positions _ID … _PAYLOAD
         _records.c.id,
         _records.c.external_id,
         _records.c.data_hash,

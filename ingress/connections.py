@@ -25,7 +25,7 @@ from cache.credentials import (
 )
 from cache.db import read_scope, session_scope
 from cache.models import Connection, utcnow
-from cache.page import format_optional_time
+from cache.timestamps import api_optional_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
 from ingress.params import (
@@ -152,9 +152,9 @@ def connection_to_json(row: Connection) -> dict[str, Any]:
         "connection_id": row.connection_id,
         "provider_config_key": row.provider_config_key,
         "provider": row.provider_config_key,
-        "created": format_optional_time(row.created_at),
-        "created_at": format_optional_time(row.created_at),
-        "updated_at": format_optional_time(row.updated_at),
+        "created": api_optional_time(row.created_at),
+        "created_at": api_optional_time(row.created_at),
+        "updated_at": api_optional_time(row.updated_at),
         "metadata": row.metadata_json or {},
     }
 

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from cache.db import read_scope, session_scope
 from cache.models import Notification, utcnow
-from cache.page import format_optional_time
+from cache.timestamps import api_optional_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
 from workers.enqueue import enqueue_after_commit
@@ -55,7 +55,7 @@ def endpoints_view() -> Response:
                 {
                     "url": redact_url(status.url),
                     "state": status.state,
-                    "gone_at": format_optional_time(status.gone_at),
+                    "gone_at": api_optional_time(status.gone_at),
                     "gone_status": status.gone_status,
                 }
                 for status in statuses
@@ -95,13 +95,13 @@ def describe_notification(row: Notification) -> dict[str, Any]:
         "webhook_id": row.webhook_id,
         "state": row.state,
         "attempts": row.attempts,
-        "next_attempt_at": format_optional_time(row.next_attempt_at)
+        "next_attempt_at": api_optional_time(row.next_attempt_at)
         if row.state == "pending"
         else None,
         "last_status": row.last_status,
         "last_error": row.last_error,
-        "created_at": format_optional_time(row.created_at),
-        "delivered_at": format_optional_time(row.delivered_at),
+        "created_at": api_optional_time(row.created_at),
+        "delivered_at": api_optional_time(row.delivered_at),
         "body": json.loads(row.body),
     }
 

@@ -29,7 +29,7 @@ from cache.models import (
     SyncRun,
     utcnow,
 )
-from cache.page import format_optional_time
+from cache.timestamps import api_optional_time
 from config.errors import BadInputError
 from config.integrations import SyncConfig
 from ingress.auth import current_context, require_api_key
@@ -317,8 +317,8 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
         "name": sync.name,
         "status": _status_word(schedule, latest, finished),
         "type": (latest.sync_type if latest else RunSyncType.INITIAL.value),
-        "finishedAt": format_optional_time(finished.finished_at if finished else None),
-        "nextScheduledSyncAt": format_optional_time(schedule.next_run_at if schedule else None),
+        "finishedAt": api_optional_time(finished.finished_at if finished else None),
+        "nextScheduledSyncAt": api_optional_time(schedule.next_run_at if schedule else None),
         "frequency": sync.runs
         if not (schedule and schedule.frequency_seconds)
         else _every(frequency_seconds),

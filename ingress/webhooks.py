@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from cache.db import read_scope, session_scope
 from cache.models import WebhookEvent, WebhookState
-from cache.page import format_optional_time, format_time
+from cache.timestamps import api_optional_time, api_time
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
@@ -153,7 +153,7 @@ def build_event(
             name.lower(): value for name, value in headers if name.lower() not in _DROPPED_HEADERS
         },
         "body_b64": base64.b64encode(raw).decode("ascii"),
-        "received_at": format_time(received),
+        "received_at": api_time(received),
     }
 
 
@@ -205,8 +205,8 @@ def event_to_json(row: WebhookEvent) -> dict[str, Any]:
         "delivery_id": row.delivery_id,
         "event_type": row.event_type,
         "state": row.state,
-        "received_at": format_optional_time(row.received_at),
-        "routed_at": format_optional_time(row.routed_at),
+        "received_at": api_optional_time(row.received_at),
+        "routed_at": api_optional_time(row.routed_at),
         "runs_count": row.runs_count,
         "error": row.error,
     }

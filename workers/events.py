@@ -45,7 +45,7 @@ from cache.models import (
     WebhookState,
     utcnow,
 )
-from cache.page import format_time
+from cache.timestamps import api_time
 from config.errors import BadInputError, RetriableError
 from workers.notify import record_forward
 from workers.routing import EventPlan, EventRoute, plan_event
@@ -462,7 +462,7 @@ def _route(
             row,
             WebhookState.DUPLICATE,
             f"delivery id {duplicate_of.delivery_id!r} was already received as event "
-            f"{duplicate_of.event_id} at {format_time(duplicate_of.seen_at)} (kept 7 days)",
+            f"{duplicate_of.event_id} at {api_time(duplicate_of.seen_at)} (kept 7 days)",
         )
         return _Routed()
 

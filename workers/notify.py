@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from datetime import datetime, timedelta
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -41,7 +41,8 @@ from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cache.db import rows_matched, session_scope
+from cache.context import AppContext
+from cache.db import rows_matched, session_scope, update_where
 from cache.models import (
     AppEndpoint,
     Connection,
@@ -50,14 +51,12 @@ from cache.models import (
     SyncRun,
     utcnow,
 )
+from cache.timestamps import js_time
 from config.errors import BadInputError
+from config.settings import Settings
 from workers.app_signatures import signed_headers
 from workers.external import parse_retry_after
 from workers.retry import next_delay
-
-if TYPE_CHECKING:
-    from cache.context import AppContext
-    from config.settings import Settings
 
 __all__ = [
     "EndpointStatus",
@@ -66,7 +65,6 @@ __all__ = [
     "deliver_many",
     "dispatch_marker",
     "encode_body",
-    "format_timestamp",
     "list_endpoints",
     "list_notifications",
     "record_completion",
@@ -120,14 +118,6 @@ def encode_body(body: Mapping[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def format_timestamp(value: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z``, like JavaScript's ``Date.toISOString``."""
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r} given; use an aware UTC datetime")
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
 def record_completion(
     session: Session,
     settings: Settings,
@@ -169,7 +159,7 @@ def record_completions(
         connection = _load_connection(session, run)
         if connection is None:
             continue
-        start = format_timestamp(started_at or run.started_at or run.created_at or utcnow())
+        start = js_time(started_at or run.started_at or run.created_at or utcnow())
         for model, counts in results.items():
             added, updated, deleted = (_count(model, counts, name) for name in _COUNT_NAMES)
             if not (added or updated or deleted) and not settings.notify_empty:
@@ -216,8 +206,8 @@ def record_failure(
         **_sync_envelope(connection, run, model),
         "success": False,
         "error": {"type": error_type, "description": description},
-        "startedAt": format_timestamp(start),
-        "failedAt": format_timestamp(failed),
+        "startedAt": js_time(start),
+        "failedAt": js_time(failed),
     }
     return _insert(session, settings.app_webhook_urls, [(body, run.id)])
 
@@ -392,21 +382,19 @@ def deliver(
     started = now or utcnow()
     lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
     with session_scope(ctx.sessions) as session:
-        claimed = rows_matched(
-            session.execute(
-                update(Notification)
-                .where(
-                    Notification.id == notification_id,
-                    Notification.state == NotificationState.PENDING.value,
-                    Notification.next_attempt_at <= started,
-                    or_(
-                        Notification.lease_expires_at.is_(None),
-                        Notification.lease_expires_at <= started,
-                    ),
-                )
-                .values(lease_expires_at=lease)
-                .execution_options(synchronize_session=False)
-            )
+        claimed = update_where(
+            session,
+            Notification,
+            [
+                Notification.id == notification_id,
+                Notification.state == NotificationState.PENDING.value,
+                Notification.next_attempt_at <= started,
+                or_(
+                    Notification.lease_expires_at.is_(None),
+                    Notification.lease_expires_at <= started,
+                ),
+            ],
+            lease_expires_at=lease,
         )
         if not claimed:
             log.debug("notification %s is not due or is being sent; skipped", notification_id)

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
-from cache.db import rows_matched
+from cache.db import update_where
 from cache.models import RunKind, RunState, RunSyncType, Schedule, SyncRun
 
 __all__ = [
@@ -224,27 +224,23 @@ def claim(session: Session, run_id: int, now: datetime, lease_seconds: float) ->
     Returns:
         The run, freshly loaded, now ``running`` with ``attempts + 1``.
     """
-    won = rows_matched(
-        session.execute(
-            update(SyncRun)
-            .where(
-                SyncRun.id == run_id,
-                or_(
-                    SyncRun.state == RunState.QUEUED.value,
-                    and_(
-                        SyncRun.state == RunState.RUNNING.value,
-                        or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
-                    ),
+    won = update_where(
+        session,
+        SyncRun,
+        [
+            SyncRun.id == run_id,
+            or_(
+                SyncRun.state == RunState.QUEUED.value,
+                and_(
+                    SyncRun.state == RunState.RUNNING.value,
+                    or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
                 ),
-            )
-            .values(
-                state=RunState.RUNNING.value,
-                attempts=SyncRun.attempts + 1,
-                started_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-            )
-            .execution_options(synchronize_session=False)
-        )
+            ),
+        ],
+        state=RunState.RUNNING.value,
+        attempts=SyncRun.attempts + 1,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
     )
     if won != 1:
         return None
@@ -269,17 +265,15 @@ def renew_leases(
         by_attempt.setdefault(attempt, []).append(run_id)
     owned = 0
     for attempt, run_ids in by_attempt.items():
-        owned += rows_matched(
-            session.execute(
-                update(SyncRun)
-                .where(
-                    SyncRun.id.in_(run_ids),
-                    SyncRun.state == RunState.RUNNING.value,
-                    SyncRun.attempts == attempt,
-                )
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-                .execution_options(synchronize_session=False)
-            )
+        owned += update_where(
+            session,
+            SyncRun,
+            [
+                SyncRun.id.in_(run_ids),
+                SyncRun.state == RunState.RUNNING.value,
+                SyncRun.attempts == attempt,
+            ],
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
         )
     return owned
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from cache.db import rows_matched
+from cache.db import rows_matched, update_where
 from cache.models import (
     Connection,
     RunKind,
@@ -75,9 +75,16 @@ DEFAULT_LEASE_SECONDS = 90
 ORPHAN_RECHECK_SECONDS = 3600
 
 
-def interval_for(schedule: Schedule, sync: SyncConfig) -> int:
-    """The schedule's frequency in seconds: its per-connection override, else the config's."""
-    return schedule.frequency_seconds or sync.interval_seconds
+@overload
+def interval_for(schedule: Schedule, sync: SyncConfig) -> int: ...
+@overload
+def interval_for(schedule: Schedule, sync: SyncConfig | None) -> int | None: ...
+def interval_for(schedule: Schedule, sync: SyncConfig | None) -> int | None:
+    """The schedule's frequency in seconds: its per-connection override, else its sync's
+    (None for a sync no longer configured). The one place this rule is written."""
+    if schedule.frequency_seconds:
+        return schedule.frequency_seconds
+    return sync.interval_seconds if sync is not None else None
 
 
 def poll_sync_type(
@@ -253,9 +260,7 @@ def _take_schedules(
             "b_id": row.id,
             "b_seen": row.next_run_at,
             "b_run": run_id,
-            "b_next": next_run_after(
-                row.starts_at, row.frequency_seconds or sync.interval_seconds, now
-            ),
+            "b_next": next_run_after(row.starts_at, interval_for(row, sync), now),
         }
         for (row, sync), run_id in zip(claims, runs, strict=True)
     ]
@@ -384,13 +389,11 @@ def trigger(
         values: dict[str, Any] = {"active_run_id": run.id}
         if reset:
             values["last_sync_date"] = None
-        won = rows_matched(
-            session.execute(
-                update(Schedule)
-                .where(Schedule.id == schedule.id, Schedule.active_run_id.is_(None))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        won = update_where(
+            session,
+            Schedule,
+            [Schedule.id == schedule.id, Schedule.active_run_id.is_(None)],
+            **values,
         )
         if won:
             created.append(run.id)
@@ -435,15 +438,13 @@ def finish_poll_run(
             schedule.last_sync_date = run.started_at
             schedule.last_success_run_id = run.id
     if schedule.state == ScheduleState.STARTED.value:
-        interval = schedule.frequency_seconds
-        if interval is None and integrations is not None:
+        sync = None
+        if schedule.frequency_seconds is None and integrations is not None:
+            # Looked up only when needed: the override alone decides otherwise.
             connection = session.get(Connection, run.connection_pk)
-            sync = (
-                integrations.get_sync(connection.provider_config_key, run.sync_name)
-                if connection is not None
-                else None
-            )
-            interval = sync.interval_seconds if sync is not None else None
+            if connection is not None:
+                sync = integrations.get_sync(connection.provider_config_key, run.sync_name)
+        interval = interval_for(schedule, sync)
         if interval:
             schedule.next_run_at = next_run_after(schedule.starts_at, interval, now)
     session.flush()

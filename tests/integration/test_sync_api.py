@@ -22,8 +22,8 @@ from sqlalchemy import func, select, update
 from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import ModelSeq, Record, Schedule, SyncRun, utcnow
-from cache.page import format_time
 from cache.store import RecordStore
+from cache.timestamps import api_time
 from ingress.app import create_app
 from tests.support.integrations import write_integrations
 from tests.support.rows import schedule_of
@@ -625,7 +625,7 @@ def test_status_shape_of_a_new_connection(client: FlaskClient, ctx: AppContext) 
         "status": "SUCCESS",  # started, waiting for its first run
         "type": "INITIAL",
         "finishedAt": None,
-        "nextScheduledSyncAt": format_time(row.next_run_at),
+        "nextScheduledSyncAt": api_time(row.next_run_at),
         "frequency": "every 30 seconds",
         "latestResult": {},
         "latestExecutionStatus": None,
@@ -667,14 +667,14 @@ def test_status_after_a_finished_run(
     (finished,) = runs(ctx)
     (tasks,) = status(client, connection_id="acme", syncs="tasks").json["syncs"]
     assert tasks["status"] == word and tasks["latestExecutionStatus"] == word
-    assert tasks["finishedAt"] == format_time(finished.finished_at)  # type: ignore[arg-type]
+    assert tasks["finishedAt"] == api_time(finished.finished_at)  # type: ignore[arg-type]
     assert tasks["latestResult"] == result
     assert tasks["type"] == "INITIAL"
     # A new run in flight: RUNNING, while the last finished one still reports its result.
     post(client, "/sync/trigger")
     (tasks,) = status(client, connection_id="acme", syncs="tasks").json["syncs"]
     assert tasks["status"] == "RUNNING" and tasks["latestExecutionStatus"] == "RUNNING"
-    assert tasks["finishedAt"] == format_time(finished.finished_at)  # type: ignore[arg-type]
+    assert tasks["finishedAt"] == api_time(finished.finished_at)  # type: ignore[arg-type]
     assert tasks["latestResult"] == result
     expected_type = "INCREMENTAL" if state == "success" else "INITIAL"
     assert tasks["type"] == expected_type
@@ -761,7 +761,7 @@ def test_frequency_override_moves_next_run_onto_the_new_grid(
     assert row.next_run_at - before > timedelta(seconds=30)  # type: ignore[operator]
     (tasks,) = status(client, connection_id="acme", syncs="tasks").json["syncs"]
     assert tasks["frequency"] == "every 1h"
-    assert tasks["nextScheduledSyncAt"] == format_time(row.next_run_at)  # type: ignore[arg-type]
+    assert tasks["nextScheduledSyncAt"] == api_time(row.next_run_at)  # type: ignore[arg-type]
 
     before = utcnow()
     restored = set_frequency(client, None)

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cache.models import NotificationState, Schedule
+from cache.timestamps import js_time
 from config.frequency import next_run_after
 from config.integrations import SyncConfig
 from workers.external import parse_retry_after
-from workers.notify import classify_status, encode_body, format_timestamp
+from workers.notify import classify_status, encode_body
 from workers.retry import MAX_RETRY_AFTER_SECONDS, RETRY_DELAYS, next_delay, retry_delay
 from workers.schedules import interval_for, poll_sync_type
 
@@ -89,9 +90,9 @@ def test_status_classification(status: int | None, state: NotificationState | No
 
 def test_timestamps_look_like_javascript_to_iso_string() -> None:
     when = datetime(2024, 5, 1, 14, 3, 4, 567891, tzinfo=timezone(timedelta(hours=2)))
-    assert format_timestamp(when) == "2024-05-01T12:03:04.567Z"
+    assert js_time(when) == "2024-05-01T12:03:04.567Z"
     with pytest.raises(ValueError, match="naive"):
-        format_timestamp(datetime(2024, 5, 1))
+        js_time(datetime(2024, 5, 1))
 
 
 def test_bodies_are_compact_ordered_and_keep_unicode() -> None:
