@@ -172,12 +172,20 @@ def _assert_ready(settings: Settings) -> None:
         engine.dispose()
 
 
-def _web(args: argparse.Namespace) -> int:
+def _ready_to_exec(process: str) -> Settings:
+    """What every long-running process checks before it execs: settings, the modules it
+    will load, a migrated database; then the embedded Redis started if it is the one."""
     settings = load_settings()
-    check_imports("web")
-    # Checked once here, so each gunicorn worker skips it (and never imports alembic).
+    check_imports(process)
     _assert_ready(settings)
     _export_redis_url(settings)
+    return settings
+
+
+def _web(args: argparse.Namespace) -> int:
+    # The database is checked once here, so each gunicorn worker skips it (and never
+    # imports alembic).
+    settings = _ready_to_exec("web")
     bind = f"{settings.host}:{settings.port}"
     _exec(
         [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
@@ -188,10 +196,7 @@ def _web(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    check_imports("worker")
-    _assert_ready(settings)
-    _export_redis_url(settings)
+    _ready_to_exec("worker")
     command = [sys.executable, "-m", "celery", "-A", "hooksync.tasks", "worker",
                "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     if args.concurrency:
@@ -201,10 +206,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _beat(_args: argparse.Namespace) -> int:
-    settings = load_settings()
-    check_imports("beat")
-    _assert_ready(settings)
-    _export_redis_url(settings)
+    _ready_to_exec("beat")
     # The beat schedule lives in memory (workers.celery_app.celery_config): beats share no file.
     _exec([sys.executable, "-m", "celery", "-A", "hooksync.tasks", "beat", "--loglevel", "INFO"])
     return 0
