@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import redis
 from sqlalchemy import Engine
@@ -23,6 +25,8 @@ from config.redis_server import ensure_embedded_redis
 from config.settings import Settings
 
 __all__ = ["AppContext"]
+
+T = TypeVar("T")
 
 
 #: How often a process looks at ``nango.yaml`` for changes (``AppContext.integrations``).
@@ -42,6 +46,22 @@ class AppContext:
         self.settings = settings
         self._integrations: tuple[tuple[int, int] | None, Integrations] | None = None
         self._integrations_checked = 0.0
+        self._handles: dict[str, Any] = {}
+        self._closers: list[Callable[[], object]] = []
+
+    def handle(
+        self, key: str, build: Callable[[], T], *, close: Callable[[T], object] | None = None
+    ) -> T:
+        """A per-process handle an upper layer keeps on the context (its Celery app, its
+        delivery threads, …): built on first use, released by ``close()`` with ``close``.
+
+        This module knows none of them; each is named by the module that owns it.
+        """
+        if key not in self._handles:
+            value = self._handles.setdefault(key, build())
+            if close is not None:
+                self._closers.append(lambda: close(value))
+        return cast(T, self._handles[key])
 
     @cached_property
     def redis_url(self) -> str:
@@ -89,15 +109,10 @@ class AppContext:
         self._integrations_checked = float("inf")
 
     def close(self) -> None:
-        """Release pooled connections (tests and forked workers)."""
-        # The Celery app workers.celery_app.celery_for() cached here holds broker sockets.
-        celery_app = self.__dict__.pop("celery_app", None)
-        if celery_app is not None:
-            celery_app.close()
-        # The delivery threads workers.notify started for this context, if any.
-        senders = self.__dict__.pop("notify_senders", None)
-        if senders is not None:
-            senders.shutdown(wait=False)
+        """Release the handles and pooled connections (tests and forked workers)."""
+        closers, self._closers, self._handles = self._closers, [], {}
+        for closer in reversed(closers):
+            closer()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if "redis" in self.__dict__:

@@ -109,17 +109,15 @@ def make_celery(ctx: AppContext | None = None) -> Celery:
     celery = Celery("hooksync", set_as_current=False)
     celery.conf.update(celery_config(ctx.settings, ctx.redis_url))
     celery.hooksync_ctx = ctx  # type: ignore[attr-defined]
-    ctx.__dict__.setdefault(_CTX_KEY, celery)
+    # The first app made for a context is the one it sends with (a worker's own app).
+    ctx.handle(_CTX_KEY, lambda: celery, close=Celery.close)
     _apps.add(celery)
     return celery
 
 
 def celery_for(ctx: AppContext) -> Celery:
     """The one Celery app of ``ctx`` (created on first use), for sending messages."""
-    celery = ctx.__dict__.get(_CTX_KEY)
-    if celery is None:
-        celery = make_celery(ctx)
-    return celery  # type: ignore[no-any-return]
+    return ctx.handle(_CTX_KEY, lambda: make_celery(ctx))
 
 
 def context_of(celery: Celery) -> AppContext:

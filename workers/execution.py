@@ -396,12 +396,9 @@ def build_runtime(
 
 def record_store(ctx: AppContext) -> RecordStore:
     """The process's record store (it keeps per-process statistics bookkeeping)."""
-    store = ctx.__dict__.get(_STORE_KEY)
-    if store is None:
-        store = ctx.__dict__[_STORE_KEY] = RecordStore(
-            ctx.sessions, cursor_key=ctx.settings.secret_key
-        )
-    return store  # type: ignore[no-any-return]
+    return ctx.handle(
+        _STORE_KEY, lambda: RecordStore(ctx.sessions, cursor_key=ctx.settings.secret_key)
+    )
 
 
 #: Where ``record_store`` keeps the store of an ``AppContext``.

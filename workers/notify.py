@@ -553,20 +553,16 @@ PARALLEL_POSTS = 8
 
 def _senders(ctx: AppContext) -> ThreadPoolExecutor:
     """The process's delivery threads (made on first use, so after a prefork fork)."""
-    pool = ctx.__dict__.get(_SENDERS_KEY)
-    if pool is None:
-        pool = ctx.__dict__[_SENDERS_KEY] = ThreadPoolExecutor(
-            PARALLEL_POSTS, thread_name_prefix="hooksync-deliver"
-        )
-    return pool  # type: ignore[no-any-return]
+    return ctx.handle(
+        _SENDERS_KEY,
+        lambda: ThreadPoolExecutor(PARALLEL_POSTS, thread_name_prefix="hooksync-deliver"),
+        close=lambda pool: pool.shutdown(wait=False),
+    )
 
 
 def _keep_alive_post(ctx: AppContext) -> Poster:
     """The process's keep-alive poster (``_Poster``), made on first use."""
-    poster = ctx.__dict__.get(_HTTP_KEY)
-    if poster is None:
-        poster = ctx.__dict__[_HTTP_KEY] = _Poster()
-    return poster
+    return ctx.handle(_HTTP_KEY, _Poster)
 
 
 class _Poster:
