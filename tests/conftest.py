@@ -12,10 +12,11 @@ import pytest
 
 from cache.context import AppContext
 from config.settings import load_settings
+from tests.support.auth import API_KEY
 from tests.support.owners import OwnerWatch
+from tests.support.paths import REPO
 from tests.support.servers import PostgresServer, RedisServer, skip_or_fail
 
-REPO = Path(__file__).resolve().parent.parent
 _db_names = itertools.count()
 
 
@@ -90,7 +91,7 @@ def make_env(tmp_path: Path, redis_url: str):
             "HOOKSYNC_VAR_DIR": str(tmp_path / "var"),
             "HOOKSYNC_REDIS_URL": redis_url,
             "HOOKSYNC_INTEGRATIONS_DIR": str(REPO / "integrations"),
-            "HOOKSYNC_SECRET_KEY": "test-api-key",
+            "HOOKSYNC_SECRET_KEY": API_KEY,
             "HOOKSYNC_WEBHOOK_SIGNING_KEY": "test-signing-key",
         }
         env.update(overrides)

@@ -1,15 +1,20 @@
 """A whole deployment as real processes: gunicorn, a Celery worker, Celery beat, the
 embedded Redis (HOOKSYNC_REDIS_URL unset) and SQLite, plus the demo's fake task tracker
-and app receiver on loopback."""
+and app receiver on loopback.
+
+The deployment runs the bundled example integration with its poll slowed to once a day:
+the connection's initial sync runs at once as always, and a later poll runs only when a
+test triggers it. At the example's own 30 seconds, a poll could land between a test's change
+to the tracker and its webhook, store the change first and leave the webhook's run nothing
+to update (``updated=0``), whatever the code under test does.
+"""
 
 from __future__ import annotations
 
 import secrets
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -18,40 +23,13 @@ from demo.app_receiver import AppReceiver
 from demo.fake_tracker import FakeTracker
 from demo.http_thread import ServerThread
 from demo.stack import Stack
+from tests.support.deployment import Deployment
+from tests.support.integrations import copy_example_integrations
+from tests.support.notifications import notified
 from tests.support.servers import free_port
 
-
-@dataclass
-class Deployment:
-    stack: Stack
-    tracker: FakeTracker
-    receiver: AppReceiver
-    api_key: str
-    signing_key: str
-    env: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.stack.base_url
-
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-    def records(self, connection_id: str = "acme", **params: Any) -> dict[str, Any]:
-        response = requests.get(
-            f"{self.url}/records",
-            params={"model": "Task", **params},
-            headers={**self.auth(), "Connection-Id": connection_id,
-                     "Provider-Config-Key": "tasktracker"},
-            timeout=10,
-        )  # fmt: skip
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def record(self, task_id: str) -> dict[str, Any]:
-        found = self.records(ids=task_id)["records"]
-        assert len(found) == 1, found
-        return found[0]
+#: The example's poll frequency here: no scheduled poll during a test session.
+POLL_FREQUENCY = "every 1 day"
 
 
 @pytest.fixture(
@@ -72,8 +50,10 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     with tempfile.TemporaryDirectory(prefix="hooksync-e2e-") as folder:
         tracker_server = ServerThread(tracker.app).start()
         receiver_server = ServerThread(receiver.app).start()
+        integrations = copy_example_integrations(Path(folder) / "integrations", runs=POLL_FREQUENCY)
         env = {
             "HOOKSYNC_VAR_DIR": str(Path(folder) / "var"),
+            "HOOKSYNC_INTEGRATIONS_DIR": str(integrations),
             "HOOKSYNC_REDIS_URL": "",  # the embedded default
             "HOOKSYNC_DATABASE_URL": database_url,
             "HOOKSYNC_PORT": str(free_port()),
@@ -98,16 +78,6 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
             tracker.release_list_requests()
             tracker_server.stop()
             receiver_server.stop()
-
-
-def notified(sync_type: str, **counts: int):
-    def predicate(body: dict) -> bool:
-        if body.get("syncType") != sync_type or not body.get("success"):
-            return False
-        results = body["responseResults"]
-        return all(results.get(name) == value for name, value in counts.items())
-
-    return predicate
 
 
 @pytest.fixture(scope="session")

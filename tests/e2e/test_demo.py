@@ -9,24 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from tests.support.paths import REPO
+from tests.support.processes import processes_using
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _processes_using(var_dir: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("HOOKSYNC_VAR_DIR") == str(var_dir):
-                found.append(process)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def test_demo_shows_the_live_flow_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -64,9 +53,9 @@ def test_demo_shows_the_live_flow_and_stops_cleanly_on_ctrl_c(tmp_path: Path) ->
         output += "\n" + rest
         assert process.returncode == 0, output
         assert "nothing left running" in output
-        assert _processes_using(var_dir.resolve()) == []
+        assert processes_using(var_dir.resolve()) == []
     finally:
         if process.poll() is None:
             process.kill()
-        for leftover in _processes_using(var_dir.resolve()):
+        for leftover in processes_using(var_dir.resolve()):
             leftover.kill()

@@ -23,19 +23,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
 from config.redis_server import stop_embedded_redis
 from demo.app_receiver import AppReceiver
 from demo.http_thread import ServerThread
-from tests.e2e.conftest import notified
+from tests.support.auth import bearer
+from tests.support.notifications import notified
+from tests.support.paths import REPO
+from tests.support.processes import processes_using
 from tests.support.servers import free_port, skip_or_fail
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Not part of what `pip install .` builds from; copying them would only cost time (and a
 #: stale ``build/`` from an earlier in-tree build could leak deleted modules into the wheel).
@@ -107,17 +107,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(5)
     # gunicorn's and Celery's children share the group: make sure they went too.
     _signal_group(process, signal.SIGKILL)
-
-
-def _processes_using(var_dir: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("HOOKSYNC_VAR_DIR") == str(var_dir):
-                found.append(process)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return found
 
 
 def test_plain_install_runs_every_process_and_delivers_a_webhook(
@@ -196,7 +185,7 @@ def test_plain_install_runs_every_process_and_delivers_a_webhook(
             assert time.monotonic() < deadline, "web did not answer /healthz within 60s"
             time.sleep(0.1)
 
-        auth = {"Authorization": f"Bearer {api_key}"}
+        auth = bearer(api_key)
         created = requests.post(
             f"{base_url}/connections",
             json={
@@ -254,6 +243,6 @@ def test_plain_install_runs_every_process_and_delivers_a_webhook(
 
     # Nothing outlives the test: no gunicorn or Celery child, no embedded Redis.
     deadline = time.monotonic() + 10
-    while (left := _processes_using(var_dir)) and time.monotonic() < deadline:
+    while (left := processes_using(var_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"left running: {[(p.pid, p.name()) for p in left]}"

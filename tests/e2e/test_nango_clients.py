@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from tests.e2e.conftest import Deployment
+from tests.support.deployment import Deployment
 from tests.support.servers import skip_or_fail
 
 pytestmark = pytest.mark.e2e

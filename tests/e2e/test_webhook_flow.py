@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from tests.e2e.conftest import Deployment
-from tests.e2e.conftest import notified as _is
+from tests.support.deployment import Deployment
+from tests.support.notifications import notified as _is
 
 pytestmark = pytest.mark.e2e
 

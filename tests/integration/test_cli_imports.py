@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hooksync.cli import STARTUP_IMPORTS, check_imports
-from tests.conftest import REPO
+from tests.support.paths import REPO
 
 RUN_WITHOUT = """
 import sys

@@ -14,19 +14,10 @@ from cache.context import AppContext
 from cache.credentials import decrypt_credentials
 from cache.db import session_scope
 from cache.models import Connection, Record, Schedule, utcnow
-from ingress.app import create_app
+from tests.support.auth import AUTH
 from workers.celery_app import DEFAULT_QUEUE
 
-AUTH = {"Authorization": "Bearer test-api-key"}
 SECRET = "tt_live_secret-value-0042"
-
-
-@pytest.fixture
-def client(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    # The example's nango.yaml reads these when ctx.integrations is first loaded.
-    monkeypatch.setenv("TASKTRACKER_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "webhook-secret")
-    return create_app(ctx).test_client()
 
 
 def new_connection(**overrides: Any) -> dict[str, Any]:

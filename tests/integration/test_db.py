@@ -42,19 +42,15 @@ def sessions(engine: Engine) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
-def add_connection(session: Session, connection_id: str) -> int:
-    return insert_connection(session, "tasktracker", connection_id).id
-
-
 def count_connections(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(Connection)) or 0)
 
 
 def test_read_scope_reads_while_a_writer_holds_the_lock(sessions: sessionmaker[Session]) -> None:
     with session_scope(sessions) as session:
-        add_connection(session, "committed")
+        insert_connection(session, "tasktracker", "committed")
     with session_scope(sessions) as writer:  # BEGIN IMMEDIATE: the write lock, held to commit
-        add_connection(writer, "uncommitted")
+        insert_connection(writer, "tasktracker", "uncommitted")
         started = time.monotonic()
         with read_scope(sessions) as reader:
             # The snapshot of the last commit, at once: the writer's row is not in it.
@@ -67,7 +63,7 @@ def test_read_scope_reads_while_a_writer_holds_the_lock(sessions: sessionmaker[S
 def test_a_write_scope_waits_for_the_lock_and_times_out(sessions: sessionmaker[Session]) -> None:
     """The control: the same read in ``session_scope`` (every read path before read_scope)."""
     with session_scope(sessions) as writer:
-        add_connection(writer, "uncommitted")
+        insert_connection(writer, "tasktracker", "uncommitted")
         started = time.monotonic()
         with pytest.raises(OperationalError, match="database is locked"):
             with session_scope(sessions) as reader:
@@ -78,10 +74,10 @@ def test_a_write_scope_waits_for_the_lock_and_times_out(sessions: sessionmaker[S
 def test_records_reads_do_not_wait_for_a_writer(sessions: sessionmaker[Session]) -> None:
     store = RecordStore(sessions, cursor_key="test-key")
     with session_scope(sessions) as session:
-        connection_pk = add_connection(session, "c1")
+        connection_pk = insert_connection(session, "tasktracker", "c1").id
     store.save(connection_pk, "Task", [{"id": "a"}, {"id": "b"}])
     with session_scope(sessions) as writer:
-        add_connection(writer, "c2")
+        insert_connection(writer, "tasktracker", "c2")
         assert store.count_records(connection_pk, "Task") == 2
         page = store.list_records(connection_pk, "Task")
         assert [record["id"] for record in page.records] == ["a", "b"]
@@ -91,7 +87,7 @@ def test_an_open_read_scope_does_not_block_a_writer(sessions: sessionmaker[Sessi
     with read_scope(sessions) as reader:
         assert count_connections(reader) == 0
         with session_scope(sessions) as writer:
-            add_connection(writer, "written-during-read")
+            insert_connection(writer, "tasktracker", "written-during-read")
         assert count_connections(reader) == 0  # still its own snapshot
     with read_scope(sessions) as reader:
         assert count_connections(reader) == 1

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import select, update
 
 from cache.context import AppContext
-from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import (
     Connection,
@@ -35,15 +34,17 @@ from cache.models import (
 )
 from cache.store import RecordStore
 from config.settings import load_settings
-from tests.conftest import REPO
 from tests.support.api import Api
-from tests.support.rows import insert_connection
+from tests.support.paths import REPO
+from tests.support.rows import add_connection, load_run, trigger_run
+from tests.support.tasktracker import task
 from workers.execution import LeaseHeartbeat, LeaseLost, execute_run
 from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS
-from workers.schedules import create_schedules, trigger
 
 SECRET = "sk-test-7f3a9c1e"
 APP_URL = "http://127.0.0.1:9/hooks"
+#: Every connection's credentials: the scripts call the fake API with this key.
+CREDENTIALS = {"type": "API_KEY", "api_key": SECRET}
 
 #: Called by the toy script in "takeover" mode (set by the test that uses it).
 TAKEOVER: Callable[[], None] | None = None
@@ -158,33 +159,6 @@ def wctx(
     context.close()
 
 
-def add_connection(
-    ctx: AppContext, key: str, connection_id: str, metadata: dict[str, Any] | None = None
-) -> int:
-    with session_scope(ctx.sessions) as session:
-        connection = insert_connection(
-            session,
-            key,
-            connection_id,
-            credentials_encrypted=encrypt_credentials(
-                ctx.settings.encryption_key, {"type": "API_KEY", "api_key": SECRET}
-            ),
-            metadata=metadata,
-        )
-        create_schedules(session, ctx.integrations, connection, utcnow())
-        return connection.id
-
-
-def trigger_run(ctx: AppContext, connection_pk: int, sync: str, **options: Any) -> int:
-    with session_scope(ctx.sessions) as session:
-        connection = session.get(Connection, connection_pk)
-        assert connection is not None
-        (run_id,) = trigger(
-            session, ctx.integrations, connection, [sync], utcnow(), reset=bool(options)
-        )
-        return run_id
-
-
 def add_webhook_run(
     ctx: AppContext, connection_pk: int, sync: str, payload: Any, event_id: str | None = None
 ) -> int:
@@ -222,13 +196,6 @@ def add_event(ctx: AppContext, event_id: str, key: str = "toy") -> None:
         )
 
 
-def load_run(ctx: AppContext, run_id: int) -> SyncRun:
-    with session_scope(ctx.sessions) as session:
-        run = session.get(SyncRun, run_id)
-        assert run is not None
-        return run
-
-
 def load_schedule(ctx: AppContext, connection_pk: int, sync: str) -> Schedule:
     with session_scope(ctx.sessions) as session:
         return session.scalars(
@@ -248,10 +215,6 @@ def notification_bodies(ctx: AppContext, ids: list[int]) -> list[str]:
         return [row.body for row in rows]
 
 
-def task(task_id: int, title: str, updated_at: str = "2024-01-01T00:00:00Z") -> dict[str, Any]:
-    return {"id": task_id, "title": title, "status": "open", "updated_at": updated_at}
-
-
 # -- the bundled example -----------------------------------------------------------------------
 
 
@@ -262,7 +225,9 @@ def test_example_poll_runs_initial_then_incremental(wctx: AppContext, api: Api) 
         (200, {}, {"tasks": [task(3, "c")], "next_cursor": None}),
         (200, {}, {"tasks": [task(2, "b2", "2024-02-01T00:00:00Z")], "next_cursor": None}),
     )
-    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})
+    pk = add_connection(
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
     run_id = trigger_run(wctx, pk, "tasks")
 
     notification_ids = execute_run(wctx, run_id, worker_id="test")
@@ -290,7 +255,9 @@ def test_example_poll_runs_initial_then_incremental(wctx: AppContext, api: Api) 
 
 def test_reset_option_forces_a_full_run(wctx: AppContext, api: Api) -> None:
     api.reply("/tasks", (200, {}, {"tasks": [task(1, "a")]}))
-    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})
+    pk = add_connection(
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
     execute_run(wctx, trigger_run(wctx, pk, "tasks"))
     run_id = trigger_run(wctx, pk, "tasks", reset=True)
     execute_run(wctx, run_id)
@@ -300,7 +267,9 @@ def test_reset_option_forces_a_full_run(wctx: AppContext, api: Api) -> None:
 
 def test_example_webhook_run_fetches_and_saves(wctx: AppContext, api: Api) -> None:
     api.reply("/tasks/5", (200, {}, task(5, "from webhook")))
-    pk = add_connection(wctx, "tasktracker", "acme", {"workspace_id": "w1"})
+    pk = add_connection(
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
     run_id = add_webhook_run(wctx, pk, "tasks", {"event": "task.updated", "task_id": 5})
     ids = execute_run(wctx, run_id)
     run = load_run(wctx, run_id)
@@ -318,7 +287,7 @@ def test_example_webhook_run_fetches_and_saves(wctx: AppContext, api: Api) -> No
 
 
 def test_execute_run_is_idempotent(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(wctx, pk, "items")
     assert execute_run(wctx, run_id)
     finished = load_run(wctx, run_id)
@@ -334,7 +303,7 @@ def test_execute_run_is_idempotent(wctx: AppContext) -> None:
 
 
 def test_running_run_with_live_lease_is_not_claimed_but_expired_one_is(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(wctx, pk, "items")
     with session_scope(wctx.sessions) as session:
         session.execute(
@@ -362,7 +331,7 @@ def test_running_run_with_live_lease_is_not_claimed_but_expired_one_is(wctx: App
 def test_a_run_whose_workers_keep_dying_ends_as_an_error_without_running(
     wctx: AppContext,
 ) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(wctx, pk, "items")
     with session_scope(wctx.sessions) as session:
         session.execute(
@@ -386,7 +355,9 @@ def test_a_run_whose_workers_keep_dying_ends_as_an_error_without_running(
 def test_a_run_taken_over_midway_drops_its_outcome(
     wctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pk = add_connection(wctx, "toy", "c1", {"mode": "takeover"})
+    pk = add_connection(
+        wctx, "toy", "c1", {"mode": "takeover"}, credentials=CREDENTIALS, schedules=True
+    )
     run_id = trigger_run(wctx, pk, "items")
 
     def take_over() -> None:  # the sweeper re-queued it and another worker claimed it
@@ -405,7 +376,14 @@ def test_a_run_that_lost_its_lease_stops_writing(
     # A 5 s lease beats every 1.7 s; the script sleeps past a beat after the takeover.
     ctx = AppContext(dataclasses.replace(wctx.settings, lease_seconds=5))
     try:
-        pk = add_connection(ctx, "toy", "c1", {"mode": "takeover", "sleep": 2.5})
+        pk = add_connection(
+            ctx,
+            "toy",
+            "c1",
+            {"mode": "takeover", "sleep": 2.5},
+            credentials=CREDENTIALS,
+            schedules=True,
+        )
         run_id = trigger_run(ctx, pk, "items")
 
         def take_over() -> None:
@@ -424,7 +402,7 @@ def test_a_run_that_lost_its_lease_stops_writing(
 
 
 def test_heartbeat_extends_the_lease_and_notices_a_takeover(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(wctx, pk, "items")
     soon = utcnow() + timedelta(seconds=5)
     with session_scope(wctx.sessions) as session:
@@ -456,7 +434,9 @@ def test_heartbeat_extends_the_lease_and_notices_a_takeover(wctx: AppContext) ->
 
 
 def test_script_error_fails_the_run_without_secrets(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1", {"mode": "boom"})
+    pk = add_connection(
+        wctx, "toy", "c1", {"mode": "boom"}, credentials=CREDENTIALS, schedules=True
+    )
     run_id = trigger_run(wctx, pk, "items")
     ids = execute_run(wctx, run_id)
     run = load_run(wctx, run_id)
@@ -474,7 +454,14 @@ def test_a_transient_failure_requeues_the_run_and_the_sweeper_retries_it(
 ) -> None:
     from scheduler.tick import tick
 
-    pk = add_connection(wctx, "toy", "c1", {"mode": "transient", "fail_times": 1})
+    pk = add_connection(
+        wctx,
+        "toy",
+        "c1",
+        {"mode": "transient", "fail_times": 1},
+        credentials=CREDENTIALS,
+        schedules=True,
+    )
     run_id = trigger_run(wctx, pk, "items")
     assert execute_run(wctx, run_id) == []  # no failure notification for a retriable error
     run = load_run(wctx, run_id)
@@ -493,7 +480,14 @@ def test_a_transient_failure_requeues_the_run_and_the_sweeper_retries_it(
 
 
 def test_a_run_failing_transiently_every_time_ends_as_error(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1", {"mode": "transient", "fail_times": 99})
+    pk = add_connection(
+        wctx,
+        "toy",
+        "c1",
+        {"mode": "transient", "fail_times": 99},
+        credentials=CREDENTIALS,
+        schedules=True,
+    )
     run_id = trigger_run(wctx, pk, "items")
     for attempt in range(1, MAX_TRANSIENT_ATTEMPTS):
         assert execute_run(wctx, run_id) == []
@@ -506,7 +500,9 @@ def test_a_run_failing_transiently_every_time_ends_as_error(wctx: AppContext) ->
 
 
 def test_failed_full_run_deletes_nothing_and_successful_one_does(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1", {"ids": ["1", "2", "3"]})
+    pk = add_connection(
+        wctx, "toy", "c1", {"ids": ["1", "2", "3"]}, credentials=CREDENTIALS, schedules=True
+    )
     execute_run(wctx, trigger_run(wctx, pk, "items"))
     with session_scope(wctx.sessions) as session:
         connection = session.get(Connection, pk)
@@ -537,7 +533,7 @@ def test_failed_full_run_deletes_nothing_and_successful_one_does(wctx: AppContex
 def test_failures_are_classified(
     wctx: AppContext, mode: str, error_type: str, fragment: str
 ) -> None:
-    pk = add_connection(wctx, "toy", "c1", {"mode": mode})
+    pk = add_connection(wctx, "toy", "c1", {"mode": mode}, credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(wctx, pk, "items")
     execute_run(wctx, run_id)
     run = load_run(wctx, run_id)
@@ -548,7 +544,7 @@ def test_failures_are_classified(
 
 
 def test_missing_webhook_handler_names_path_and_function(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = add_webhook_run(wctx, pk, "bare", {"id": 1})
     execute_run(wctx, run_id)
     run = load_run(wctx, run_id)
@@ -558,7 +554,7 @@ def test_missing_webhook_handler_names_path_and_function(wctx: AppContext) -> No
 
 
 def test_sync_removed_from_config_fails_clearly(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1")
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = add_webhook_run(wctx, pk, "vanished", {"id": 1})
     execute_run(wctx, run_id)
     run = load_run(wctx, run_id)
@@ -570,8 +566,8 @@ def test_sync_removed_from_config_fails_clearly(wctx: AppContext) -> None:
 
 
 def test_event_is_processed_when_its_last_run_finishes(wctx: AppContext) -> None:
-    first_pk = add_connection(wctx, "toy", "c1")
-    second_pk = add_connection(wctx, "toy", "c2")
+    first_pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
+    second_pk = add_connection(wctx, "toy", "c2", credentials=CREDENTIALS, schedules=True)
     add_event(wctx, "ev1")
     first = add_webhook_run(wctx, first_pk, "items", {"id": 1, "name": "x"}, "ev1")
     second = add_webhook_run(wctx, second_pk, "items", {"id": 1, "name": "x"}, "ev1")

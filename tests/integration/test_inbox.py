@@ -27,11 +27,11 @@ from config.settings import load_settings
 from demo.app_receiver import AppReceiver
 from demo.http_thread import ServerThread
 from ingress.webhooks import build_event
+from tests.support.paths import REPO
 from tests.support.rows import insert_connection
 from workers import inbox
 from workers.drain import drain_inbox, reclaim_inbox
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "bench-secret"
 
 

@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from cache.context import AppContext
 from config.settings import load_settings
 from ingress.app import create_app
+from tests.support.auth import AUTH
 from tests.support.integrations import write_integrations
 
-AUTH = {"Authorization": "Bearer test-api-key"}
 WEBHOOK_SECRET = "tracker-webhook-secret-7f3a9c"
 CRM_SECRET = "crm-client-secret-51b2e0"
 API_KEY = "tt_live_api-key-0042"
@@ -90,16 +90,13 @@ def make_env(make_env: Callable[..., dict[str, str]], tmp_path: Path) -> Callabl
 
 
 @pytest.fixture
-def provider_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Read when ctx.integrations is first loaded, i.e. by create_app.
-    monkeypatch.setenv("TASKTRACKER_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", WEBHOOK_SECRET)
-    monkeypatch.setenv("CRM_WEBHOOK_SECRET", CRM_SECRET)
-
-
-@pytest.fixture
-def client(ctx: AppContext, provider_env: None) -> FlaskClient:
-    return create_app(ctx).test_client()
+def provider_env(provider_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The shared environment with this file's webhook secrets, so a test can look for them
+    in what the API answers (the shared ``client`` fixture sets it before ``create_app``)."""
+    secrets = {"TASKTRACKER_WEBHOOK_SECRET": WEBHOOK_SECRET, "CRM_WEBHOOK_SECRET": CRM_SECRET}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    return {**provider_env, **secrets}
 
 
 def test_list_integrations(client: FlaskClient) -> None:
@@ -248,7 +245,7 @@ def test_signing_secret_is_the_standard_webhooks_secret(client: FlaskClient) -> 
 def test_signing_secret_lists_every_key_during_rotation(
     make_env: Callable[..., dict[str, str]],
     database_url: str,
-    provider_env: None,
+    provider_env: dict[str, str],
 ) -> None:
     env = make_env(HOOKSYNC_DATABASE_URL=database_url, HOOKSYNC_WEBHOOK_SIGNING_KEY="new,old")
     ctx = AppContext(load_settings(env))

@@ -32,6 +32,7 @@ from config.errors import BadInputError, ConfigError
 from config.integrations import Integrations
 from config.settings import load_settings
 from scheduler.tick import tick
+from tests.support.auth import AUTH
 from tests.support.concurrency import run_at_once
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
@@ -451,34 +452,29 @@ def test_list_and_retry_a_failed_notification(app: AppContext, receiver: Receive
 def test_the_api_lists_and_retries_without_showing_url_secrets(
     make_env, database_url: str, receiver: Receiver
 ) -> None:
-    from ingress import notifications
     from ingress.app import create_app
 
     ctx = _context(make_env, database_url, receiver.url + "?token=s3cret")
     try:
-        flask_app = create_app(ctx)
-        if "notifications" not in flask_app.blueprints:  # until create_app registers it
-            flask_app.register_blueprint(notifications.bp)
-        client = flask_app.test_client()
-        auth = {"Authorization": "Bearer test-api-key"}
+        client = create_app(ctx).test_client()
         receiver.statuses = [422]
         (notification_id,) = _complete(ctx, {"Task": {"added": 1, "updated": 0, "deleted": 0}})
         deliver(ctx, notification_id)
 
         assert client.get("/notifications").status_code == 401
-        listed = client.get("/notifications?state=failed", headers=auth)
+        listed = client.get("/notifications?state=failed", headers=AUTH)
         assert listed.status_code == 200
         (item,) = listed.get_json()["notifications"]
         assert "s3cret" not in listed.get_data(as_text=True)
         assert item["url"] == receiver.url + "?…"
         assert (item["id"], item["state"], item["last_status"]) == (notification_id, "failed", 422)
         assert item["body"]["model"] == "Task"
-        bad = client.get("/notifications?limit=lots", headers=auth)
+        bad = client.get("/notifications?limit=lots", headers=AUTH)
         assert (bad.status_code, bad.get_json()["error"]["field"]) == (400, "limit")
 
-        missing = client.post("/notifications/999999/retry", headers=auth)
+        missing = client.post("/notifications/999999/retry", headers=AUTH)
         assert missing.status_code == 404
-        retried = client.post(f"/notifications/{notification_id}/retry", headers=auth)
+        retried = client.post(f"/notifications/{notification_id}/retry", headers=AUTH)
         assert retried.status_code == 200
         assert retried.get_json()["notification"]["state"] == "pending"
         deliver(ctx, notification_id)
@@ -613,9 +609,8 @@ def test_retrying_a_gone_notification_re_enables_its_url(
     ctx = _context(make_env, database_url, secret_url)
     try:
         client = create_app(ctx).test_client()
-        auth = {"Authorization": "Bearer test-api-key"}
         assert client.get("/notifications/endpoints").status_code == 401
-        listed = client.get("/notifications/endpoints", headers=auth).get_json()
+        listed = client.get("/notifications/endpoints", headers=AUTH).get_json()
         assert listed == {
             "endpoints": [
                 {"url": receiver.url + "?…", "state": "active", "gone_at": None,
@@ -628,16 +623,16 @@ def test_retrying_a_gone_notification_re_enables_its_url(
         now = utcnow()
         deliver(ctx, first, now=now)
         assert _complete(ctx, TASK, connection_id="while-gone") == []
-        gone = client.get("/notifications/endpoints", headers=auth)
+        gone = client.get("/notifications/endpoints", headers=AUTH)
         assert "s3cret" not in gone.get_data(as_text=True)
         (endpoint,) = gone.get_json()["endpoints"]
         assert (endpoint["state"], endpoint["gone_status"]) == ("gone", 410)
         assert endpoint["gone_at"] == now.isoformat()
 
-        retried = client.post(f"/notifications/{first}/retry", headers=auth)
+        retried = client.post(f"/notifications/{first}/retry", headers=AUTH)
         assert retried.status_code == 200
         assert retried.get_json()["notification"]["state"] == "pending"
-        (endpoint,) = client.get("/notifications/endpoints", headers=auth).get_json()["endpoints"]
+        (endpoint,) = client.get("/notifications/endpoints", headers=AUTH).get_json()["endpoints"]
         assert (endpoint["state"], endpoint["gone_at"]) == ("active", None)
         deliver(ctx, first)
         assert _row(ctx, first).state == "delivered"

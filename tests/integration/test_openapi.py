@@ -14,10 +14,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from cache.context import AppContext
-from ingress.app import create_app
-
-AUTH = {"Authorization": "Bearer test-api-key"}
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 #: Served only for the official Nango clients, described in ``info.description``.
@@ -25,15 +21,9 @@ ALIAS_PREFIX = "/connection"
 
 
 @pytest.fixture
-def app(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> Flask:
-    monkeypatch.setenv("TASKTRACKER_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "webhook-secret")
-    return create_app(ctx)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def app(client: FlaskClient) -> Flask:
+    """The app ``client`` (tests/integration/conftest.py) calls, for its ``url_map``."""
+    return client.application
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
@@ -21,9 +19,8 @@ from cache.db import session_scope
 from cache.models import ModelSeq, Record, RunKind, SyncRun, TrackingWindow
 from cache.store import BatchResult, RecordStore
 from config.errors import BadInputError
-from ingress.errors import register_error_handlers
-from ingress.records import bp
-from tests.support.rows import insert_connection
+from tests.support.auth import API_KEY, AUTH
+from tests.support.rows import add_connection
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=1)
@@ -34,11 +31,6 @@ IGNORE = {"strategy": "ignore_if_modified_after"}
 
 
 # --- fixtures and helpers ---------------------------------------------------------------
-
-
-def add_connection(ctx: AppContext, connection_id: str = "c1", key: str = "tasktracker") -> int:
-    with session_scope(ctx.sessions) as session:
-        return insert_connection(session, key, connection_id).id
 
 
 def add_run(ctx: AppContext, connection_pk: int) -> int:
@@ -56,7 +48,7 @@ def add_run(ctx: AppContext, connection_pk: int) -> int:
 
 @pytest.fixture
 def conn(ctx: AppContext) -> int:
-    return add_connection(ctx)
+    return add_connection(ctx, "tasktracker", "c1")
 
 
 @pytest.fixture
@@ -237,7 +229,7 @@ def test_an_unknown_connection_is_refused(store) -> None:
 
 
 def test_connections_and_models_have_their_own_records_and_seqs(ctx, store, conn) -> None:
-    other = add_connection(ctx, "c2")
+    other = add_connection(ctx, "tasktracker", "c2")
     store.save(conn, MODEL, [{"id": 1, "v": "task"}], now=T0)
     store.save(conn, "Note", [{"id": 1, "v": "note"}], now=T0)
     store.save(other, MODEL, [{"id": 1, "v": "other"}], now=T0)
@@ -403,7 +395,7 @@ def test_list_records_nango_shape(store, conn) -> None:
             "last_modified_at": "2026-11-26T12:01:00.123456+00:00",
             "last_action": "UPDATED",
             "deleted_at": None,
-            "cursor": encode_cursor(3, "test-api-key"),
+            "cursor": encode_cursor(3, API_KEY),
         },
     }
     assert second["id"] == "b"
@@ -592,18 +584,7 @@ def test_concurrent_writers_and_a_paging_reader(ctx, store, conn) -> None:
 
 # --- GET /records -----------------------------------------------------------------------
 
-AUTH = {"Authorization": "Bearer test-api-key"}
 HEADERS = {**AUTH, "Connection-Id": "c1", "Provider-Config-Key": "tasktracker"}
-
-
-@pytest.fixture
-def client(ctx: AppContext) -> Iterator[FlaskClient]:
-    app = Flask(__name__)
-    app.extensions["hooksync"] = ctx
-    app.register_blueprint(bp)
-    register_error_handlers(app)
-    with app.test_client() as test_client:
-        yield test_client
 
 
 def test_get_records_pages(client, store, conn) -> None:
@@ -688,9 +669,7 @@ def test_get_records_unknown_connection_is_404(client, conn) -> None:
     assert response.get_json()["error"]["code"] == "unknown_connection"
 
 
-@pytest.mark.parametrize(
-    "auth", [None, "Bearer wrong-key", "test-api-key", "Basic dGVzdC1hcGkta2V5"]
-)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-key", API_KEY, "Basic dGVzdC1hcGkta2V5"])
 def test_get_records_needs_the_api_key(client, store, conn, auth) -> None:
     store.save(conn, MODEL, [{"id": 1, "secret": "s"}])
     headers = {k: v for k, v in HEADERS.items() if k != "Authorization"}
@@ -702,13 +681,16 @@ def test_get_records_needs_the_api_key(client, store, conn, auth) -> None:
     assert b'"secret"' not in response.data
 
 
+# Postgres only: SQLite keeps no statistics to check.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_postgres_statistics_follow_a_big_import(ctx, store, conn) -> None:
     """Without statistics Postgres plans the batch lookup as a scan of the whole model."""
     from sqlalchemy import text
 
+    assert ctx.engine.dialect.name == "postgresql"
     store.save(conn, MODEL, [{"id": i} for i in range(1000)])
-    if ctx.engine.dialect.name != "postgresql":
-        return
     time.sleep(1.5)  # a backend publishes its row counts about once a second
     store.save(conn, MODEL, [{"id": i} for i in range(1000, 2000)])
     with ctx.engine.connect() as connection:

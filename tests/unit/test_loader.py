@@ -20,9 +20,9 @@ from config.integrations import (
     SignatureConfig,
 )
 from config.loader import describe, load_integrations, load_integrations_or_raise
+from tests.support.paths import REPO
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nango"
-REPO = Path(__file__).resolve().parents[2]
 
 BASE = """
 integrations:

@@ -4,63 +4,70 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from cache.merge import MergeStrategy, Operation
-from cache.store import PendingWrite
+from cache.store import BatchResult, PendingWrite
 from config.errors import BadInputError, ConfigError, RetriableError
 from config.integrations import ProviderConfig
 from workers.execution import classify_error
-from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
-from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
+from workers.external import (
+    ExternalAPIError,
+    ExternalAPIUnavailable,
+    ExternalClient,
+    redact,
+    secret_values,
+)
+from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError, StoreLike
 
 
-@dataclass(frozen=True)
-class FakeResult:
-    added: int = 0
-    updated: int = 0
-    deleted: int = 0
-    duplicate_ids: list[str] = field(default_factory=list)
-    max_seq: int | None = None
+class FakeStore(StoreLike):
+    """The record store in memory, as the runtime sees it (``StoreLike``, which
+    ``cache.store.RecordStore`` implements): mypy checks each method against it."""
 
-
-class FakeStore:
     def __init__(self, seq: int = 0) -> None:
         self.seq = seq
         self.calls: list[tuple[str, str, list[Any], MergeStrategy, int | None]] = []
-        self.results: list[FakeResult] = []
+        #: What the next writes return, in order (then: every record added).
+        self.results: list[BatchResult] = []
         self.windows: dict[int, str] = {}
         self.closed: list[tuple[int, bool]] = []
         self.block: threading.Event | None = None
         self.entered = threading.Event()
 
-    def _write(self, op: str, pk: int, model: str, records: list[Any], **kw: Any) -> FakeResult:
+    def _write(self, op: str, pk: int, model: str, records: list[Any], **kw: Any) -> BatchResult:
         self.calls.append((op, model, records, kw["strategy"], kw["cursor_seq"]))
         if self.block is not None:
             self.entered.set()
             self.block.wait(5)
-        return self.results.pop(0) if self.results else FakeResult(added=len(records))
+        return self.results.pop(0) if self.results else BatchResult(added=len(records))
 
     def prepare(
         self,
         operation: Operation,
-        pk: int,
+        connection_pk: int,
         model: str,
-        records: list[Any],
+        records: Sequence[Any],
         strategy: MergeStrategy,
         cursor_seq: int | None,
         *,
         cursor_key: Any = None,
     ) -> PendingWrite:
         # The fake keeps the raw records where the store keeps validated ones.
-        return PendingWrite(operation, pk, model, records, [], strategy, cursor_seq, cursor_key)
+        return PendingWrite(
+            operation, connection_pk, model, list(records), [], strategy, cursor_seq, cursor_key
+        )
 
-    def apply(self, writes: list[PendingWrite], *, now: Any = None) -> list[FakeResult]:
+    def apply(
+        self, writes: Sequence[PendingWrite], *, now: datetime | None = None
+    ) -> list[BatchResult]:
         return [
             self._write(
                 write.operation.value,
@@ -73,28 +80,37 @@ class FakeStore:
             for write in writes
         ]
 
-    def current_seq(self, pk: int, model: str) -> int:
+    def current_seq(self, connection_pk: int, model: str) -> int:
         return self.seq
 
-    def open_tracking(self, run_id: int, pk: int, model: str) -> int:
+    def open_tracking(self, run_id: int, connection_pk: int, model: str) -> int:
         window = len(self.windows) + 1
         self.windows[window] = model
         return window
 
-    def close_tracking(self, window: int, *, success: bool) -> int:
-        self.closed.append((window, success))
+    def close_tracking(self, window_id: int, *, success: bool) -> int:
+        self.closed.append((window_id, success))
         return 3 if success else 0
 
 
-class FakeClient:
-    def __init__(self) -> None:
+#: What every request of ``FakeClient`` answers.
+RESPONSE = requests.Response()
+
+
+class FakeClient(ExternalClient):
+    """The provider's API client without a network: it records the calls it gets. A
+    subclass, so mypy checks the overrides against ``ExternalClient``'s signatures."""
+
+    def __init__(self) -> None:  # no session, no credentials: nothing of the real one
         self.requests: list[tuple[str, str]] = []
 
-    def request(self, method: str, endpoint: str, **kw: Any) -> str:
+    def request(self, method: str, endpoint: str, **kw: Any) -> requests.Response:
         self.requests.append((method, endpoint))
-        return "response"
+        return RESPONSE
 
-    def paginate(self, endpoint: str, params: Any, **kw: Any):
+    def paginate(
+        self, endpoint: str, params: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Iterator[list[Any]]:
         self.requests.append(("PAGINATE", endpoint))
         yield [{"id": 1}]
 
@@ -134,7 +150,7 @@ def test_strategy_after_a_batch_raises_a_clear_error() -> None:
 
 def test_strategy_after_an_api_call_raises() -> None:
     nango, _store = make_runtime()
-    assert nango.get("/tasks/1") == "response"
+    assert nango.get("/tasks/1") is RESPONSE
     with pytest.raises(ScriptUsageError, match="after a batch operation or an API call"):
         nango.set_merging_strategy("override", "Task")
 
@@ -181,7 +197,7 @@ def test_ignore_if_modified_after_cursor_starts_at_current_seq_and_follows_own_w
     nango, store = make_runtime(FakeStore(seq=5))
     nango.set_merging_strategy({"strategy": "ignore_if_modified_after"}, "Task")
     store.seq = 50  # later writes by others must not move the cursor
-    store.results = [FakeResult(added=2, max_seq=9), FakeResult(), FakeResult(max_seq=7)]
+    store.results = [BatchResult(added=2, max_seq=9), BatchResult(), BatchResult(max_seq=7)]
     nango.batch_save([{"id": "1"}, {"id": "2"}], "Task")
     nango.batch_update([{"id": "1"}], "Task")
     nango.batch_delete([{"id": "2"}], "Task")
@@ -237,8 +253,10 @@ def test_batches_hold_the_connection_lock() -> None:
         def __exit__(self, *exc: object) -> None:
             events.append("release")
 
+    # Typed as NangoRuntime's ``lock`` argument, so mypy checks the fake against it.
+    lock: Callable[[int], AbstractContextManager[None]] = Lock
     store = FakeStore()
-    nango, _ = make_runtime(store, lock=Lock)
+    nango, _ = make_runtime(store, lock=lock)
     nango.batch_save([{"id": "1"}], "Task")
     assert held == [7] and events == ["acquire", "release"]
 
@@ -246,7 +264,7 @@ def test_batches_hold_the_connection_lock() -> None:
 def test_counts_accumulate_per_model_and_include_declared_outputs() -> None:
     nango, store = make_runtime()
     assert nango.results == {"Task": {"added": 0, "updated": 0, "deleted": 0}}
-    store.results = [FakeResult(added=2, updated=1), FakeResult(deleted=1), FakeResult(added=1)]
+    store.results = [BatchResult(added=2, updated=1), BatchResult(deleted=1), BatchResult(added=1)]
     nango.batch_save([{"id": "1"}, {"id": "2"}, {"id": "3"}], "Task")
     nango.batch_delete([{"id": "1"}], "Task")
     nango.batch_save([{"id": "x"}], "Extra")

@@ -1,4 +1,4 @@
-"""Routing received webhooks into runs (workers/router.py), on SQLite and Postgres."""
+"""Routing received webhooks into runs (workers/events.py), on SQLite and Postgres."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import func, select
 
 from cache.context import AppContext
-from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import (
     Notification,
@@ -26,7 +25,7 @@ from config.settings import load_settings
 from ingress.webhooks import build_event
 from tests.support.concurrency import run_at_once
 from tests.support.integrations import write_integrations
-from tests.support.rows import insert_connection
+from tests.support.rows import add_connection
 from tests.support.servers import free_port
 from workers.events import RouteResult, prune_deliveries, replay_event, route_event
 
@@ -71,6 +70,8 @@ providers:
 """
 
 APP_URL = "http://127.0.0.1:9/app-hook"
+#: Credentials of the connections here (stored encrypted, as the API stores them).
+CREDENTIALS = {"type": "NONE"}
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -87,19 +88,6 @@ def ctx(make_env, database_url: str, tmp_path: Path) -> Iterator[AppContext]:
     context = AppContext(load_settings(env))
     yield context
     context.close()
-
-
-def add_connection(ctx: AppContext, key: str, connection_id: str, **metadata: Any) -> int:
-    with session_scope(ctx.sessions) as session:
-        return insert_connection(
-            session,
-            key,
-            connection_id,
-            credentials_encrypted=encrypt_credentials(
-                ctx.settings.encryption_key, {"type": "NONE"}
-            ),
-            metadata=metadata,
-        ).id
 
 
 def tracker_event(
@@ -136,9 +124,9 @@ def count(ctx: AppContext, model: type) -> int:
 
 
 def test_one_run_per_matching_connection_and_subscribed_sync(ctx: AppContext) -> None:
-    pk1 = add_connection(ctx, "tracker", "c1", workspace_id="w1")
-    pk2 = add_connection(ctx, "tracker", "c2", workspace_id="w1")
-    add_connection(ctx, "tracker", "c3", workspace_id="w2")
+    pk1 = add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
+    pk2 = add_connection(ctx, "tracker", "c2", {"workspace_id": "w1"}, credentials=CREDENTIALS)
+    add_connection(ctx, "tracker", "c3", {"workspace_id": "w2"}, credentials=CREDENTIALS)
     event = tracker_event({"workspace_id": "w1", "task_id": 7})
 
     result = route_event(ctx, event, now=NOW)
@@ -163,7 +151,7 @@ def test_one_run_per_matching_connection_and_subscribed_sync(ctx: AppContext) ->
 
 
 def test_only_subscribed_syncs_run(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     event = tracker_event({"workspace_id": "w1"}, event="task.updated")
     route_event(ctx, event, now=NOW)
     assert [run.sync_name for run in runs_of(ctx, event["id"])] == ["tasks"]
@@ -173,7 +161,7 @@ def test_only_subscribed_syncs_run(ctx: AppContext) -> None:
 
 
 def test_a_delivery_seen_within_7_days_is_a_duplicate(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     first = tracker_event({"workspace_id": "w1"})
     route_event(ctx, first, now=NOW)
     again = tracker_event({"workspace_id": "w1"})  # the provider's retry: same delivery id
@@ -187,7 +175,7 @@ def test_a_delivery_seen_within_7_days_is_a_duplicate(ctx: AppContext) -> None:
 
 
 def test_a_delivery_older_than_7_days_runs_again(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     route_event(ctx, tracker_event({"workspace_id": "w1"}), now=NOW)
     later = tracker_event({"workspace_id": "w1"})
     result = route_event(ctx, later, now=NOW + timedelta(days=8))
@@ -198,7 +186,7 @@ def test_a_delivery_older_than_7_days_runs_again(ctx: AppContext) -> None:
 
 
 def test_prune_deliveries_drops_only_expired_ids(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     route_event(ctx, tracker_event({"workspace_id": "w1"}, delivery="old"), now=NOW)
     route_event(
         ctx, tracker_event({"workspace_id": "w1"}, delivery="new"), now=NOW + timedelta(days=5)
@@ -212,7 +200,7 @@ def test_prune_deliveries_drops_only_expired_ids(ctx: AppContext) -> None:
 
 
 def test_a_redelivered_message_creates_nothing_twice(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     event = tracker_event({"workspace_id": "w1"})
     first = route_event(ctx, event, now=NOW)
 
@@ -230,7 +218,7 @@ def test_a_redelivered_message_creates_nothing_twice(ctx: AppContext) -> None:
 
 
 def test_no_matching_connection_is_kept_unrouted(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     event = tracker_event({"workspace_id": "w9"})
     result = route_event(ctx, event, now=NOW)
     assert result.state == "unrouted" and result.run_ids == ()
@@ -259,7 +247,7 @@ def test_an_event_the_database_refuses_is_kept_rejected_not_lost(
 
 
 def test_no_subscribed_sync_is_kept_unrouted(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     event = tracker_event({"workspace_id": "w1"}, event="task.archived")
     assert route_event(ctx, event, now=NOW).state == "unrouted"
     assert "subscribes to event type 'task.archived'" in str(event_row(ctx, event["id"]).error)
@@ -275,7 +263,7 @@ def test_no_subscribed_sync_is_kept_unrouted(ctx: AppContext) -> None:
 def test_malformed_events_are_kept_rejected(
     ctx: AppContext, body: Any, event: str | None, message: str
 ) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     received = tracker_event(body, event=event)
     result = route_event(ctx, received, now=NOW)
     assert result.state == "rejected" and result.run_ids == ()
@@ -301,8 +289,8 @@ BATCH = {
 
 
 def test_a_batch_is_split_and_each_event_routed(ctx: AppContext) -> None:
-    pk1 = add_connection(ctx, "open", "c1")
-    pk2 = add_connection(ctx, "open", "c2")
+    pk1 = add_connection(ctx, "open", "c1", credentials=CREDENTIALS)
+    pk2 = add_connection(ctx, "open", "c2", credentials=CREDENTIALS)
     event = open_event(BATCH)
 
     result = route_event(ctx, event, now=NOW)
@@ -329,8 +317,8 @@ def test_a_batch_is_split_and_each_event_routed(ctx: AppContext) -> None:
 
 
 def test_each_event_of_a_batch_dedupes_separately(ctx: AppContext) -> None:
-    add_connection(ctx, "open", "c1")
-    add_connection(ctx, "open", "c2")
+    add_connection(ctx, "open", "c1", credentials=CREDENTIALS)
+    add_connection(ctx, "open", "c2", credentials=CREDENTIALS)
     route_event(ctx, open_event(BATCH), now=NOW)
     again = open_event(BATCH)
     result = route_event(ctx, again, now=NOW + timedelta(minutes=1))
@@ -349,7 +337,7 @@ def _notifications(ctx: AppContext) -> list[Notification]:
 
 
 def test_replay_bypasses_the_dedupe_and_counts_all_runs(ctx: AppContext) -> None:
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     route_event(ctx, tracker_event({"workspace_id": "w1"}), now=NOW)
     duplicate = tracker_event({"workspace_id": "w1"})
     assert route_event(ctx, duplicate, now=NOW).state == "duplicate"
@@ -369,7 +357,7 @@ def test_replay_of_an_unrouted_event_routes_it_once_the_connection_exists(
 ) -> None:
     event = tracker_event({"workspace_id": "w5"})
     assert route_event(ctx, event, now=NOW).state == "unrouted"
-    add_connection(ctx, "tracker", "late", workspace_id="w5")
+    add_connection(ctx, "tracker", "late", {"workspace_id": "w5"}, credentials=CREDENTIALS)
     assert len(replay_event(ctx, event["id"]).run_ids) == 2
 
 
@@ -385,7 +373,7 @@ def test_replay_of_an_unknown_event_is_a_clear_error(ctx: AppContext) -> None:
 @pytest.mark.parametrize("same_event", [True, False], ids=["redelivery", "provider-retry"])
 def test_concurrent_routing_creates_runs_once(ctx: AppContext, same_event: bool) -> None:
     """Two workers route the same message, or two deliveries with one id, at the same time."""
-    add_connection(ctx, "tracker", "c1", workspace_id="w1")
+    add_connection(ctx, "tracker", "c1", {"workspace_id": "w1"}, credentials=CREDENTIALS)
     first = tracker_event({"workspace_id": "w1"})
     events = [first, first if same_event else tracker_event({"workspace_id": "w1"})]
     results = run_at_once([partial(route_event, ctx, event, now=NOW) for event in events])
