@@ -23,6 +23,7 @@ from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import select
 
+from cache.context import AppContext
 from cache.db import read_scope, session_scope
 from cache.models import WebhookEvent, WebhookState
 from cache.timestamps import api_optional_time, api_time
@@ -31,10 +32,10 @@ from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
 from ingress.provider_signatures import SignatureError, get_scheme
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
-from workers.events import replay_event
+from workers.events import RouteResult, replay_event
 from workers.routing import parse_body
 
-__all__ = ["bp", "build_event", "event_to_json"]
+__all__ = ["bp", "build_event", "event_to_json", "replay_and_enqueue"]
 
 log = logging.getLogger(__name__)
 
@@ -187,14 +188,25 @@ def list_events() -> Response:
 def replay(event_id: str) -> Response:
     """Route a stored event again, bypassing the dedupe, and queue what it produced."""
     ctx = current_context()
-    result = replay_event(ctx, event_id)
-    enqueue_after_commit(ctx, run_ids=result.run_ids, notification_ids=result.notification_ids)
+    result = replay_and_enqueue(ctx, event_id)
     with session_scope(ctx.sessions) as session:
         row = session.get(WebhookEvent, event_id)
         body: dict[str, Any] = event_to_json(row) if row is not None else {"id": event_id}
     body["run_ids"] = list(result.run_ids)
     body["notification_ids"] = list(result.notification_ids)
     return jsonify(body)
+
+
+def replay_and_enqueue(ctx: AppContext, event_id: str) -> RouteResult:
+    """Route a stored event again (``workers.events.replay_event``), then queue the runs and
+    forwards it produced once they are committed: the API's and the console's replay.
+
+    Raises:
+        BadInputError: code ``unknown_event`` when no event has that id.
+    """
+    result = replay_event(ctx, event_id)
+    enqueue_after_commit(ctx, run_ids=result.run_ids, notification_ids=result.notification_ids)
+    return result
 
 
 def event_to_json(row: WebhookEvent) -> dict[str, Any]:
