@@ -15,6 +15,7 @@ from cache.db import assert_migrated
 from config.settings import load_settings
 from ingress import (
     connections,
+    console,
     integrations,
     notifications,
     openapi,
@@ -60,6 +61,8 @@ def create_app(ctx: AppContext | None = None, *, check_database: bool = True) ->
     app.register_blueprint(notifications.bp)
     app.register_blueprint(integrations.bp)
     app.register_blueprint(openapi.bp)
+    # The operator console under /ui (its session key is derived from the API key).
+    console.init_app(app, ctx.settings.secret_key)
     register_error_handlers(app)
 
     @app.get("/healthz")

@@ -46,7 +46,8 @@ def is_alias(rule: str) -> bool:
 def served_operations(app: Flask) -> set[tuple[str, str]]:
     operations = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static" or is_alias(rule.rule):
+        # The console (/ui) serves HTML pages to a browser, not API operations.
+        if rule.endpoint == "static" or rule.endpoint.startswith("console.") or is_alias(rule.rule):
             continue
         for method in rule.methods or ():
             if method.lower() in HTTP_METHODS:
