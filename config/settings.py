@@ -20,8 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from config.errors import ConfigError
+from config.logs import LOG_FORMATS, LOG_LEVELS
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_log_options", "load_settings"]
 
 #: Secrets generated on first run when their variable is unset.
 _GENERATED_SECRETS = ("secret_key", "webhook_signing_key", "encryption_key")
@@ -47,6 +48,10 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     tick_seconds: float = 5.0
     lease_seconds: int = 90
+    #: ``HOOKSYNC_LOG_FORMAT``: ``text`` or ``json`` (config/logs.py).
+    log_format: str = "text"
+    #: ``HOOKSYNC_LOG_LEVEL``: the lowest level logged.
+    log_level: str = "INFO"
 
     @property
     def webhook_signing_key(self) -> str:
@@ -65,6 +70,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """
     env = os.environ if environ is None else environ
     var_dir = Path(env.get("HOOKSYNC_VAR_DIR", "var")).resolve()
+    log_format, log_level = load_log_options(env)
     generated = _load_or_generate_secrets(var_dir, env)
 
     signing_keys = tuple(
@@ -93,6 +99,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 5.0, minimum=0.1),
         lease_seconds=_parse_int(env, "HOOKSYNC_LEASE_SECONDS", 90, minimum=5),
+        log_format=log_format,
+        log_level=log_level,
+    )
+
+
+def load_log_options(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(HOOKSYNC_LOG_FORMAT, HOOKSYNC_LOG_LEVEL)``, validated.
+
+    Read on their own by what configures logging before (or without) the whole settings:
+    gunicorn's logger class, Celery's ``setup_logging``, the ``hooksync`` command.
+
+    Raises:
+        ConfigError: A value that is not one of the choices, named with the variable.
+    """
+    env = os.environ if environ is None else environ
+    return (
+        _parse_choice(env, "HOOKSYNC_LOG_FORMAT", "text", LOG_FORMATS, lower=True),
+        _parse_choice(env, "HOOKSYNC_LOG_LEVEL", "INFO", LOG_LEVELS, lower=False),
     )
 
 
@@ -224,6 +248,18 @@ def _parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name} must be true or false, got {env[name]!r}")
+
+
+def _parse_choice(
+    env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...], *, lower: bool
+) -> str:
+    raw = env.get(name, "")
+    value = raw.strip().lower() if lower else raw.strip().upper()
+    if not value:
+        return default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
 
 
 def _redact(url: str) -> str:

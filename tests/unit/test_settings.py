@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config.errors import ConfigError
-from config.settings import load_settings
+from config.settings import load_log_options, load_settings
 
 #: All three secrets given, so loading touches no file (this tier does no I/O).
 SECRETS = {
@@ -27,6 +27,16 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert settings.notify_empty is True
     assert settings.app_webhook_urls == ()
     assert settings.integrations_dir == Path("integrations").resolve()
+
+
+def test_logs_default_to_text_at_info_and_take_any_case() -> None:
+    settings = load_settings(SECRETS)
+    assert (settings.log_format, settings.log_level) == ("text", "INFO")
+    settings = load_settings(
+        {**SECRETS, "HOOKSYNC_LOG_FORMAT": "JSON", "HOOKSYNC_LOG_LEVEL": "debug"}
+    )
+    assert (settings.log_format, settings.log_level) == ("json", "DEBUG")
+    assert load_log_options({"HOOKSYNC_LOG_FORMAT": "json"}) == ("json", "INFO")
 
 
 def test_two_signing_keys_during_rotation_sign_with_the_first() -> None:
@@ -63,6 +73,12 @@ def test_postgres_urls_get_the_installed_driver() -> None:
         ("HOOKSYNC_TICK_SECONDS", "inf", "HOOKSYNC_TICK_SECONDS must be a finite number"),
         ("HOOKSYNC_ENCRYPTION_KEY", "short", "HOOKSYNC_ENCRYPTION_KEY must be 32 bytes"),
         ("HOOKSYNC_WEBHOOK_SIGNING_KEY", " , ", "HOOKSYNC_WEBHOOK_SIGNING_KEY=' , ' lists no key"),
+        (
+            "HOOKSYNC_LOG_FORMAT",
+            "logfmt",
+            "HOOKSYNC_LOG_FORMAT must be one of text, json, got 'logfmt'",
+        ),
+        ("HOOKSYNC_LOG_LEVEL", "loud", "HOOKSYNC_LOG_LEVEL must be one of DEBUG, INFO,"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_and_the_value(
