@@ -20,7 +20,7 @@ import functools
 import logging
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,9 @@ class Outcome:
     sync_type: str
     error_type: str | None = None
     error: str | None = None
+    #: The merging strategies the script set (``Runtime.merging_strategies``), recorded with
+    #: the run so the console can show the one last used per model.
+    strategies: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -317,7 +320,7 @@ def _execute(
             fetch_data(runtime)
         heartbeat.check()
         runtime.close_tracking(success=True)
-        return Outcome(runtime.results, runtime.sync_type)
+        return Outcome(runtime.results, runtime.sync_type, strategies=runtime.merging_strategies)
     except Exception as error:
         if runtime is not None:
             close_failed(runtime, claim.run_id)
@@ -327,7 +330,8 @@ def _execute(
             heartbeat.check()
         error_type, message = report_failure(claim.run_id, error, path, secrets)
         results = runtime.results if runtime is not None else {}
-        return Outcome(results, claim.sync_type, error_type, message)
+        strategies = runtime.merging_strategies if runtime is not None else {}
+        return Outcome(results, claim.sync_type, error_type, message, strategies)
     finally:
         if runtime is not None:
             runtime.close()
@@ -615,6 +619,7 @@ def _close_run(writes: runs.RunWrites, run: SyncRun, outcome: Outcome, now: date
         error_type=outcome.error_type,
         error=outcome.error,
         now=now,
+        strategies=outcome.strategies,
     )
     logger.info(
         "run %s: %s %s",

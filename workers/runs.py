@@ -34,22 +34,29 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from cache.db import update_where
-from cache.models import RunKind, RunState, RunSyncType, Schedule, SyncRun
+from cache.models import Connection, RunKind, RunState, RunSyncType, Schedule, SyncRun
 
 __all__ = [
+    "MERGING_STRATEGIES",
     "Claim",
     "RunWrites",
     "claim",
     "discard",
     "insert_poll_run",
     "insert_poll_runs",
+    "last_merging_strategies",
     "new_webhook_run",
+    "oldest_queued",
     "renew_leases",
     "set_sync_type",
     "sweep_expired",
 ]
 
 log = logging.getLogger(__name__)
+
+#: The key of a finished run's ``options`` holding ``{model: {"strategy", "field"?}}``: the
+#: merging strategies its script set (absent: every model used the default, ``override``).
+MERGING_STRATEGIES = "merging_strategies"
 
 
 @dataclass(frozen=True)
@@ -354,20 +361,26 @@ class RunWrites:
         error_type: str | None,
         error: str | None,
         now: datetime,
+        strategies: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        """Success (no ``error_type``) or error: final."""
-        self._set(
-            run,
-            {
-                "state": (RunState.SUCCESS if error_type is None else RunState.ERROR).value,
-                "sync_type": sync_type,
-                "finished_at": now,
-                "lease_expires_at": None,
-                "result": results,
-                "error_type": error_type,
-                "error": error,
-            },
-        )
+        """Success (no ``error_type``) or error: final.
+
+        ``strategies`` (the merging strategies the script set, by model) go into the run's
+        ``options`` under :data:`MERGING_STRATEGIES`, beside the trigger's: ``result`` keeps
+        Nango's ``{model: counts}`` shape that ``/sync/status`` and the webhooks expose.
+        """
+        values: dict[str, Any] = {
+            "state": (RunState.SUCCESS if error_type is None else RunState.ERROR).value,
+            "sync_type": sync_type,
+            "finished_at": now,
+            "lease_expires_at": None,
+            "result": results,
+            "error_type": error_type,
+            "error": error,
+        }
+        if strategies:
+            values["options"] = {**(run.options or {}), MERGING_STRATEGIES: strategies}
+        self._set(run, values)
 
     def _set(self, run: SyncRun, values: dict[str, Any]) -> None:
         self.rows.append({"id": run.id, **values})
@@ -378,3 +391,50 @@ class RunWrites:
         if self.rows:
             session.execute(update(SyncRun), self.rows)
             self.rows = []
+
+
+# -- reads for the console ----------------------------------------------------------------------
+
+
+def last_merging_strategies(
+    session: Session, provider_config_key: str, sync_names: list[str]
+) -> dict[str, dict[str, dict[str, str]] | None]:
+    """The merging strategies the newest finished run of each sync set, by model.
+
+    Args:
+        session: A read session.
+        provider_config_key: The integration whose connections' runs are read.
+        sync_names: The syncs to look up.
+
+    Returns:
+        ``{sync: {model: {"strategy", "field"?}}}``; a model its last run left at the
+        default is absent, and a sync that never finished a run maps to None.
+    """
+    found: dict[str, dict[str, dict[str, str]] | None] = {}
+    for name in sync_names:
+        options = session.scalars(
+            select(SyncRun.options)
+            .join(Connection, Connection.id == SyncRun.connection_pk)
+            .where(
+                Connection.provider_config_key == provider_config_key,
+                SyncRun.sync_name == name,
+                SyncRun.finished_at.is_not(None),
+            )
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        ).first()
+        found[name] = None if options is None else dict(options.get(MERGING_STRATEGIES) or {})
+    return found
+
+
+def oldest_queued(session: Session) -> datetime | None:
+    """When the oldest run still waiting for a worker was created (``/metrics``).
+
+    Reads only the queued rows, through the ``(state, lease_expires_at)`` index.
+    """
+    return session.scalar(
+        select(SyncRun.created_at)
+        .where(SyncRun.state == RunState.QUEUED.value)
+        .order_by(SyncRun.created_at)
+        .limit(1)
+    )

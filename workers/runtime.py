@@ -327,6 +327,18 @@ class NangoRuntime:
                 )
 
     @property
+    def merging_strategies(self) -> dict[str, dict[str, str]]:
+        """``{model: {"strategy", "field"?}}`` set by ``set_merging_strategy`` in this
+        execution (models left at the default ``override`` are absent)."""
+        return {
+            model: {
+                "strategy": strategy.name,
+                **({"field": strategy.field} if strategy.field else {}),
+            }
+            for model, strategy in self._strategies.items()
+        }
+
+    @property
     def results(self) -> dict[str, dict[str, int]]:
         """``{model: {"added", "updated", "deleted"}}`` of this execution so far."""
         return {model: dict(counts) for model, counts in self._counts.items()}
