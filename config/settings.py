@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from config.errors import ConfigError
 from config.logs import LOG_FORMATS, LOG_LEVELS
 
-__all__ = ["Settings", "load_log_options", "load_settings"]
+__all__ = ["Settings", "load_log_options", "load_settings", "stored_secret_key"]
 
 #: Secrets generated on first run when their variable is unset.
 _GENERATED_SECRETS = ("secret_key", "webhook_signing_key", "encryption_key")
@@ -48,6 +48,8 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     tick_seconds: float = 5.0
     lease_seconds: int = 90
+    #: Serve ``/metrics`` without the API key (for a Prometheus that cannot send one).
+    metrics_public: bool = False
     #: ``HOOKSYNC_LOG_FORMAT``: ``text`` or ``json`` (config/logs.py).
     log_format: str = "text"
     #: ``HOOKSYNC_LOG_LEVEL``: the lowest level logged.
@@ -99,6 +101,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 5.0, minimum=0.1),
         lease_seconds=_parse_int(env, "HOOKSYNC_LEASE_SECONDS", 90, minimum=5),
+        metrics_public=_parse_bool(env, "HOOKSYNC_METRICS_PUBLIC", False),
         log_format=log_format,
         log_level=log_level,
     )
@@ -118,6 +121,25 @@ def load_log_options(environ: Mapping[str, str] | None = None) -> tuple[str, str
         _parse_choice(env, "HOOKSYNC_LOG_FORMAT", "text", LOG_FORMATS, lower=True),
         _parse_choice(env, "HOOKSYNC_LOG_LEVEL", "INFO", LOG_LEVELS, lower=False),
     )
+
+
+def stored_secret_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The API key the processes of this machine use, without generating one.
+
+    ``HOOKSYNC_SECRET_KEY`` when set, else the key ``var/secrets.json`` holds (written by
+    the first process that started), else None: a client such as the ``hooksync`` command
+    must not create a key the server does not know.
+
+    Raises:
+        ConfigError: ``var/secrets.json`` exists but is not a valid secrets file.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("HOOKSYNC_SECRET_KEY"):
+        return env["HOOKSYNC_SECRET_KEY"]
+    path = Path(env.get("HOOKSYNC_VAR_DIR", "var")).resolve() / "secrets.json"
+    if not path.exists():
+        return None
+    return _read_secrets_file(path)["secret_key"]
 
 
 def _load_or_generate_secrets(var_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
