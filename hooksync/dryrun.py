@@ -317,7 +317,12 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"{name}: {len(plan.records)} record(s){': ' + summary if summary else ''}")
         print_table(
             ["ACTION", "ID", "RECORD"],
-            [[item["action"], item["id"], item["record"]] for item in plan.records],
+            [[item["action"], item["id"], _fields(item["record"])] for item in plan.records],
             empty="  (nothing)",
         )
     return 0
+
+
+def _fields(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record without its id (a column of its own)."""
+    return None if record is None else {k: v for k, v in record.items() if k != "id"}
