@@ -6,9 +6,28 @@
     hooksync beat           Celery beat driving the scheduler tick
     hooksync check [--json] validate the integrations file and every script
     hooksync redis start|stop|url   the embedded Redis (when HOOKSYNC_REDIS_URL is unset)
+    hooksync up             release, then web, worker and beat in the foreground (hooksync.up)
+
+Operating a running deployment, through its API at HOOKSYNC_URL (default
+http://HOOKSYNC_HOST:HOOKSYNC_PORT) with HOOKSYNC_SECRET_KEY (hooksync.operations):
+
+    hooksync status <integration> [--sync S] [--connection-id C] [--json]
+    hooksync trigger|pause|start <integration> <sync>... [--connection-id C] [--reset]
+    hooksync records <integration> <model> --connection-id C [--modified-after T] [--json]
+    hooksync webhooks [--integration K --state S --since T --until T] [--replay ID] [--json]
+    hooksync notifications [--state S --connection-id C --since T] [--retry ID |
+                           --retry-failed --since T] [--json]
+
+And where the database is (it reads the connection's credentials; hooksync.dryrun):
+
+    hooksync dryrun <integration> <sync> <connection_id> [--full] [--json]
+                            run fetch_data against the real API, print what would be
+                            saved, write nothing
 
 Start-up problems (a bad variable, an unmigrated database, an invalid nango.yaml, a module
-the installation lacks) end the process with one line on stderr and exit status 2.
+the installation lacks) and bad arguments end the process with one line on stderr and exit
+status 2; a failed operation (the API's error, an unreachable API, a failed script) with
+one line and exit status 1. The API key is never printed.
 """
 
 from __future__ import annotations
@@ -22,10 +41,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from cache.db import assert_migrated, make_engine, migrate
-from config.errors import ConfigError, FatalError
+from config.errors import BadInputError, ConfigError, FatalError, HooksyncError
 from config.integrations import Integrations, Problem
 from config.loader import describe, load_integrations
-from config.settings import Settings, load_settings
+from config.logs import configure_logging
+from config.settings import Settings, load_log_options, load_settings
+from hooksync import operations, up
+from hooksync.api_client import ApiError
+from hooksync.metrics import prepare_metrics_dir
 from workers.scripts import load_function, script_path
 
 __all__ = ["check_imports", "main"]
@@ -70,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        # The command's own lines (alembic's, a start-up check's) in the processes' format;
+        # the processes it execs configure theirs again (gunicorn's logger class, Celery's
+        # setup_logging signal).
+        configure_logging(*load_log_options())
         return int(args.handler(args) or 0)
     except InstallError as error:
         print(f"hooksync {error.process}: {error}", file=sys.stderr)
@@ -77,6 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"hooksync: {error}", file=sys.stderr)
         return 2
+    except BadInputError as error:
+        print(f"hooksync {args.command}: {error}", file=sys.stderr)
+        return 2
+    except ApiError as error:
+        print(f"hooksync {args.command}: {error}", file=sys.stderr)
+        return 1
+    except HooksyncError as error:  # a dry run's script failing, …
+        print(f"hooksync {args.command}: {error}", file=sys.stderr)
+        return 1
     except ImportError as error:
         # Whatever the command imports itself: alembic for migrate, a database driver, …
         print(f"hooksync {args.command}: {_describe(error, None)}", file=sys.stderr)
@@ -144,6 +180,25 @@ def _parser() -> argparse.ArgumentParser:
     redis_cmd = commands.add_parser("redis", help="manage the embedded Redis")
     redis_cmd.add_argument("action", choices=["start", "stop", "url"])
     redis_cmd.set_defaults(handler=_redis)
+
+    up.add_command(commands)
+    operations.add_commands(commands)
+
+    dryrun = commands.add_parser(
+        "dryrun",
+        help="run a sync's fetch_data and print what it would save, writing nothing",
+        description="Run the sync script's fetch_data against the real external API with the "
+        "connection's stored credentials and print what would be saved; nothing is written. "
+        "Runs where the database is reachable: it reads the credentials from it.",
+    )
+    dryrun.add_argument("integration", help="the integration key (provider_config_key)")
+    dryrun.add_argument("sync", help="the sync name")
+    dryrun.add_argument("connection_id", help="the connection whose credentials to use")
+    dryrun.add_argument(
+        "--full", action="store_true", help="a full run even if the next poll is incremental"
+    )
+    dryrun.add_argument("--json", action="store_true", help="every record, as JSON")
+    dryrun.set_defaults(handler=_dryrun)
     return parser
 
 
@@ -176,6 +231,8 @@ def _ready_to_exec(process: str) -> Settings:
     """What every long-running process checks before it execs: settings, the modules it
     will load, a migrated database; then the embedded Redis started if it is the one."""
     settings = load_settings()
+    # Before anything imports prometheus_client: it picks its storage at import time.
+    prepare_metrics_dir(settings.var_dir)
     check_imports(process)
     _assert_ready(settings)
     _export_redis_url(settings)
@@ -190,14 +247,21 @@ def _web(args: argparse.Namespace) -> int:
     _exec(
         [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
          "--access-logfile", "-", "--graceful-timeout", "10",
+         # Error and access logs in HOOKSYNC_LOG_FORMAT, with the request's ids.
+         "--logger-class", "ingress.logs.GunicornLogger",
+         # Server hooks: a dead worker's metrics files (hooksync/metrics.py).
+         "--config", "python:hooksync.gunicorn_config",
+         # gunicorn's own error pages (a bad header, 414) as the API's JSON errors
+         "--worker-class", "ingress.gunicorn_worker.JsonErrorWorker",
          "ingress.app:create_app(check_database=False)"]
     )  # fmt: skip
     return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
-    _ready_to_exec("worker")
-    command = [sys.executable, "-m", "celery", "-A", "hooksync.tasks", "worker",
+    settings = _ready_to_exec("worker")
+    command = [sys.executable, "-m", "celery", *_banner_flags(settings), "-A", "hooksync.tasks",
+               "worker",
                "--loglevel", "INFO", "--without-gossip", "--without-mingle"]  # fmt: skip
     if args.concurrency:
         command += ["--concurrency", str(args.concurrency)]
@@ -206,10 +270,17 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _beat(_args: argparse.Namespace) -> int:
-    _ready_to_exec("beat")
+    settings = _ready_to_exec("beat")
     # The beat schedule lives in memory (workers.celery_app.celery_config): beats share no file.
-    _exec([sys.executable, "-m", "celery", "-A", "hooksync.tasks", "beat", "--loglevel", "INFO"])
+    _exec([sys.executable, "-m", "celery", *_banner_flags(settings), "-A", "hooksync.tasks",
+           "beat", "--loglevel", "INFO"])  # fmt: skip
     return 0
+
+
+def _banner_flags(settings: Settings) -> list[str]:
+    # Celery prints its start-up banner with print(), not through logging: in JSON mode it
+    # would be the only lines of the log that are not JSON. Its "ready" line is logged.
+    return ["--quiet"] if settings.log_format == "json" else []
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -277,6 +348,14 @@ def _redis(args: argparse.Namespace) -> int:
     else:
         print(embedded_redis_url(settings.var_dir))
     return 0
+
+
+def _dryrun(args: argparse.Namespace) -> int:
+    # Imported here: it loads the whole worker runtime (Redis client, Celery publishing),
+    # which an incomplete installation lacks; the other commands must still name that.
+    from hooksync.dryrun import run_command
+
+    return run_command(args)
 
 
 def _exec(command: list[str]) -> None:

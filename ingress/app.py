@@ -17,6 +17,8 @@ from ingress import (
     connections,
     console,
     integrations,
+    logs,
+    metrics,
     notifications,
     openapi,
     records,
@@ -61,9 +63,11 @@ def create_app(ctx: AppContext | None = None, *, check_database: bool = True) ->
     app.register_blueprint(notifications.bp)
     app.register_blueprint(integrations.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)
     # The operator console under /ui (its session key is derived from the API key).
     console.init_app(app, ctx.settings.secret_key)
     register_error_handlers(app)
+    logs.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -15,27 +15,40 @@ import base64
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy import select
 
 from cache.context import AppContext
 from cache.db import read_scope, session_scope
-from cache.models import WebhookEvent, WebhookState
+from cache.models import SyncRun, WebhookEvent, WebhookState
 from cache.timestamps import api_optional_time, api_time
 from config.errors import BadInputError, RetriableError
 from ingress.auth import current_context, require_api_key
 from ingress.errors import RETRY_AFTER_SECONDS, error_response
+from ingress.logs import note
+from ingress.metrics import UNKNOWN_INTEGRATION, count_received
+from ingress.params import choice_param, limit_param, text_param, time_param
 from ingress.provider_signatures import SignatureError, get_scheme
+from workers import events
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import RouteResult, replay_event
 from workers.routing import parse_body
 
-__all__ = ["bp", "build_event", "event_to_json", "replay_and_enqueue"]
+__all__ = [
+    "REDACTED",
+    "body_to_json",
+    "bp",
+    "build_event",
+    "event_to_json",
+    "redact_headers",
+    "replay_and_enqueue",
+    "run_to_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +57,16 @@ bp = Blueprint("webhooks", __name__)
 #: Request headers never copied into the queued event (they are the caller's, not the
 #: provider's, and may be credentials).
 _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Stored headers shown as ``REDACTED`` (besides any whose name holds "secret" or "token").
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
+#: What a redacted header's value reads.
+REDACTED = "[redacted]"
 
-#: ``GET /webhooks/events?limit=`` bounds.
-_DEFAULT_LIMIT, _MAX_LIMIT = 50, 500
+#: ``GET /webhooks/events?limit=`` default.
+_DEFAULT_LIMIT = 50
+_STATES = tuple(state.value for state in WebhookState)
 
 _READ_CHUNK = 64 * 1024
 
@@ -58,6 +78,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     ctx = current_context()
     integration = ctx.integrations.by_key.get(provider_config_key)
     if integration is None:
+        count_received(UNKNOWN_INTEGRATION, "rejected", "unknown_integration")
         return error_response(
             404,
             "unknown_integration",
@@ -66,16 +87,19 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
 
     limit = ctx.settings.max_webhook_bytes
     if request.content_length is not None and request.content_length > limit:
+        count_received(provider_config_key, "rejected", "payload_too_large")
         return _too_large(limit)
     # Content-Length can be absent (chunked) or wrong: read at most limit + 1 bytes.
     raw = _read_body(limit)
     if len(raw) > limit:
+        count_received(provider_config_key, "rejected", "payload_too_large")
         return _too_large(limit)
 
     headers = {name.lower(): value for name, value in request.headers.items()}
     provider = integration.provider
     signature = provider.webhook.signature
     if signature.scheme != "none" and not provider.webhook_secrets:
+        count_received(provider_config_key, "rejected", "webhook_secret_missing")
         return error_response(
             401,
             "webhook_secret_missing",
@@ -94,15 +118,18 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
             config=signature,
         )
     except SignatureError as error:
+        count_received(provider_config_key, "rejected", error.code)
         return error_response(401, error.code, str(error), field=error.field)
 
     try:
         body = parse_body(raw, headers.get("content-type"))
     except BadInputError as error:
+        count_received(provider_config_key, "rejected", error.code)
         return error_response(400, error.code, str(error), field=error.field)
 
     if isinstance(body, dict) and body.get("type") == "url_verification" and "challenge" in body:
         # Slack's handshake when the events URL is saved: echo the challenge, queue nothing.
+        count_received(provider_config_key, "verification")
         return jsonify({"challenge": body["challenge"]})
 
     event = build_event(
@@ -112,6 +139,8 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         headers=headers.items(),
         raw=raw,
     )
+    # From here every line of this request, and its access line, carries the event id.
+    note(event_id=event["id"], integration=provider_config_key)
     try:
         enqueue_webhook(ctx, event)
     except (RetriableError, redis.RedisError, KombuOperationalError, OSError):
@@ -121,12 +150,15 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
             provider_config_key,
             exc_info=True,
         )
+        count_received(provider_config_key, "rejected", "queue_unavailable")
         return error_response(
             503,
             "queue_unavailable",
             "the webhook could not be stored (queue unavailable); retry later",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    log.info("webhook received and queued (%d bytes)", len(raw))
+    count_received(provider_config_key, "accepted")
     return jsonify({"status": "accepted", "id": event["id"]}), 202
 
 
@@ -161,26 +193,54 @@ def build_event(
 @bp.get("/webhooks/events")
 @require_api_key
 def list_events() -> Response:
-    """Recent received events, newest first: ``?limit=&state=&provider_config_key=``."""
+    """Received events, newest first, each with the runs it caused.
+
+    Query: ``provider_config_key``, ``state``, ``since``/``until`` (ISO 8601, received
+    at or after / before), ``limit`` (1-500, default 50).
+    """
     ctx = current_context()
-    limit = _parse_limit(request.args.get("limit"))
-    query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id)
-    state = request.args.get("state")
-    if state:
-        known = [item.value for item in WebhookState]
-        if state not in known:
-            raise BadInputError(
-                f"state: unknown state {state[:40]!r}; use one of {', '.join(known)}",
-                field="state",
-            )
-        query = query.where(WebhookEvent.state == state)
-    key = request.args.get("provider_config_key")
-    if key:
-        query = query.where(WebhookEvent.provider_config_key == key)
+    args = request.args
+    key = text_param("provider_config_key", args.get("provider_config_key"))
+    state = choice_param("state", args.get("state"), _STATES)
+    since = time_param("since", args.get("since"))
+    until = time_param("until", args.get("until"))
+    limit = limit_param(
+        "limit", args.get("limit"), default=_DEFAULT_LIMIT, maximum=events.MAX_LIST_LIMIT
+    )
     with read_scope(ctx.sessions) as session:
-        rows = session.scalars(query.limit(limit)).all()
-        events = [event_to_json(row) for row in rows]
-    return jsonify({"events": events})
+        rows = events.list_events(
+            session, provider_config_key=key, state=state, since=since, until=until, limit=limit
+        )
+        runs = events.runs_of_events(session, [row.id for row in rows])
+        names = events.connection_ids(
+            session, (run.connection_pk for found in runs.values() for run in found)
+        )
+        body = [
+            {**event_to_json(row), "runs": [run_to_json(run, names) for run in runs[row.id]]}
+            for row in rows
+        ]
+    return jsonify({"events": body})
+
+
+@bp.get("/webhooks/events/<event_id>")
+@require_api_key
+def get_event(event_id: str) -> Response:
+    """One event with its runs, its headers (credentials redacted) and its raw body."""
+    ctx = current_context()
+    with read_scope(ctx.sessions) as session:
+        row = events.get_event(session, event_id)
+        if row is None:
+            raise _unknown_event(event_id)
+        runs = events.runs_of_events(session, [row.id])[row.id]
+        names = events.connection_ids(session, (run.connection_pk for run in runs))
+        body = {
+            **event_to_json(row),
+            "runs": [run_to_json(run, names) for run in runs],
+            "url": row.url,
+            "headers": redact_headers(row.headers or {}),
+            **body_to_json(bytes(row.body or b"")),
+        }
+    return jsonify(body)
 
 
 @bp.post("/webhooks/events/<event_id>/replay")
@@ -207,6 +267,44 @@ def replay_and_enqueue(ctx: AppContext, event_id: str) -> RouteResult:
     result = replay_event(ctx, event_id)
     enqueue_after_commit(ctx, run_ids=result.run_ids, notification_ids=result.notification_ids)
     return result
+
+
+def run_to_json(run: SyncRun, connection_ids: Mapping[int, str]) -> dict[str, Any]:
+    """One run an event caused: its outcome, as the event listings show it."""
+    return {
+        "id": run.id,
+        "connection_id": connection_ids.get(run.connection_pk),
+        "sync_name": run.sync_name,
+        "sync_type": run.sync_type,
+        "state": run.state,
+        "started_at": api_optional_time(run.started_at),
+        "finished_at": api_optional_time(run.finished_at),
+        "error_type": run.error_type,
+        "error": run.error,
+    }
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Stored request headers with credential-like values replaced by ``[redacted]``.
+
+    Signature headers stay: they are a MAC of this body, not a secret, and are what an
+    operator checks when a provider's webhooks are refused.
+    """
+    return {
+        name: REDACTED if _is_credential(name.lower()) else value for name, value in headers.items()
+    }
+
+
+def _is_credential(name: str) -> bool:
+    return name in _CREDENTIAL_HEADERS or "secret" in name or "token" in name
+
+
+def body_to_json(raw: bytes) -> dict[str, str]:
+    """``{"body", "body_encoding"}``: the text when it is UTF-8, else base64."""
+    try:
+        return {"body": raw.decode("utf-8"), "body_encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(raw).decode("ascii"), "body_encoding": "base64"}
 
 
 def event_to_json(row: WebhookEvent) -> dict[str, Any]:
@@ -245,16 +343,9 @@ def _too_large(limit: int) -> tuple[Response, int]:
     )
 
 
-def _parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return _DEFAULT_LIMIT
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= _MAX_LIMIT:
-        raise BadInputError(
-            f"limit: must be a whole number from 1 to {_MAX_LIMIT}, got {raw[:20]!r}",
-            field="limit",
-        )
-    return value
+def _unknown_event(event_id: str) -> BadInputError:
+    return BadInputError(
+        f"no webhook event with id {event_id[:100]!r}; list them with GET /webhooks/events",
+        code="unknown_event",
+        field="event_id",
+    )

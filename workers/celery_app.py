@@ -17,14 +17,24 @@ import sys
 import weakref
 from typing import Any
 
+import redis
 from celery import Celery, signals
+from kombu.transport.redis import PRIORITY_STEPS
 
 from cache.context import AppContext
 from cache.db import assert_migrated
 from config.errors import HooksyncError
-from config.settings import Settings, load_settings
+from config.logs import configure_logging
+from config.settings import Settings, load_log_options, load_settings
 
-__all__ = ["DEFAULT_QUEUE", "broker_url", "celery_for", "context_of", "make_celery"]
+__all__ = [
+    "DEFAULT_QUEUE",
+    "broker_url",
+    "celery_for",
+    "context_of",
+    "make_celery",
+    "queue_length",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +44,9 @@ DEFAULT_QUEUE = "hooksync"
 #: Redis only carries ids; a message a dead worker held is recovered by the lease sweeper
 #: long before this, so the broker's own redelivery is a last resort, not the mechanism.
 VISIBILITY_TIMEOUT_SECONDS = 3600
+
+#: kombu's separator between a queue's name and its priority step (``Channel.sep``).
+_PRIORITY_SEP = "\x06\x16"
 
 #: Where ``celery_for`` caches the producing app of an ``AppContext``.
 _CTX_KEY = "celery_app"
@@ -87,7 +100,8 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
                 "options": {"expires": tick_expires},
             }
         },
-        "worker_hijack_root_logger": True,
+        # Logging is ours (``_on_setup_logging``): Celery must not replace the root handler.
+        "worker_hijack_root_logger": False,
     }
 
 
@@ -115,6 +129,19 @@ def make_celery(ctx: AppContext | None = None) -> Celery:
     return celery
 
 
+def queue_length(client: redis.Redis, queue: str = DEFAULT_QUEUE) -> int:
+    """Messages waiting in ``queue`` (not those a worker holds unacknowledged).
+
+    kombu's Redis transport keeps a queue as one list per priority step: the queue's own
+    name for priority 0, ``<queue>\\x06\\x16<step>`` for the others.
+    """
+    names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    return sum(int(length) for length in pipe.execute())
+
+
 def celery_for(ctx: AppContext) -> Celery:
     """The one Celery app of ``ctx`` (created on first use), for sending messages."""
     return ctx.handle(_CTX_KEY, lambda: make_celery(ctx))
@@ -137,6 +164,14 @@ def _refuse_unmigrated(celery: Any, process: str) -> None:
         # stderr: by now Celery may have redirected sys.stderr into its logger.
         print(f"hooksync {process}: {error}", file=sys.__stderr__ or sys.stderr, flush=True)
         raise SystemExit(1) from None
+
+
+@signals.setup_logging.connect
+def _on_setup_logging(**_: Any) -> None:
+    # Connected, so Celery configures no logging of its own (worker and beat): every line,
+    # its task received/succeeded lines included, goes through config.logs in
+    # HOOKSYNC_LOG_FORMAT, with the ids the task binds. Prefork children inherit it.
+    configure_logging(*load_log_options())
 
 
 @signals.worker_init.connect

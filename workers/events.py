@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,18 +47,24 @@ from cache.models import (
 )
 from cache.timestamps import api_time
 from config.errors import BadInputError, RetriableError
+from workers import metrics
 from workers.notify import record_forward
 from workers.routing import EventPlan, EventRoute, plan_event
 from workers.runs import Claim, new_webhook_run
 
 __all__ = [
     "DEDUPE_WINDOW",
+    "MAX_LIST_LIMIT",
     "RouteResult",
+    "connection_ids",
+    "get_event",
+    "list_events",
     "mark_processed",
     "prune_deliveries",
     "replay_event",
     "route_event",
     "route_events",
+    "runs_of_events",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,6 +189,12 @@ def route_events(
             f"could not record {len(parsed)} webhook event(s): database unavailable "
             f"({type(error.orig).__name__ if error.orig is not None else type(error).__name__})"
         ) from error
+    # Committed: count each event recorded now (a redelivered one was counted before).
+    metrics.count_routed(
+        (str(events[index].get("provider_config_key")), result.state)
+        for index, _ in fresh.values()
+        if (result := results[index]) is not None
+    )
     return results
 
 
@@ -352,6 +364,88 @@ def prune_deliveries(session: Session, now: datetime | None = None, *, limit: in
             .execution_options(synchronize_session=False)
         )
     return len(keys)
+
+
+# -- listing (the API and the console) ----------------------------------------------------
+
+#: The largest ``limit`` of ``list_events``.
+MAX_LIST_LIMIT = 500
+
+
+def list_events(
+    session: Session,
+    *,
+    provider_config_key: str | None = None,
+    state: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+) -> list[WebhookEvent]:
+    """Received events, newest first, filtered.
+
+    Args:
+        provider_config_key: Only this integration's.
+        state: Only this ``WebhookState`` value.
+        since: Received at or after this instant.
+        until: Received before this instant.
+        limit: 1 to ``MAX_LIST_LIMIT``.
+
+    Raises:
+        BadInputError: An unknown state or a limit out of range (naming the field).
+    """
+    query = select(WebhookEvent).order_by(WebhookEvent.received_at.desc(), WebhookEvent.id)
+    if state is not None:
+        known = [item.value for item in WebhookState]
+        if state not in known:
+            raise BadInputError(
+                f"state: unknown state {state[:40]!r}; use one of {', '.join(known)}",
+                field="state",
+            )
+        query = query.where(WebhookEvent.state == state)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadInputError(
+            f"limit: must be a whole number from 1 to {MAX_LIST_LIMIT}, got {limit!r}",
+            field="limit",
+        )
+    if provider_config_key is not None:
+        query = query.where(WebhookEvent.provider_config_key == provider_config_key)
+    if since is not None:
+        query = query.where(WebhookEvent.received_at >= since)
+    if until is not None:
+        query = query.where(WebhookEvent.received_at < until)
+    return list(session.scalars(query.limit(limit)))
+
+
+def get_event(session: Session, event_id: str) -> WebhookEvent | None:
+    """One stored event (with its headers and raw body), or None."""
+    return session.get(WebhookEvent, event_id)
+
+
+def runs_of_events(session: Session, event_ids: Sequence[str]) -> dict[str, list[SyncRun]]:
+    """The runs each event caused (``sync_runs.webhook_event_id``), oldest first.
+
+    Every id in ``event_ids`` is a key, with ``[]`` when it caused none. Read-only.
+    """
+    runs: dict[str, list[SyncRun]] = {event_id: [] for event_id in event_ids}
+    if not runs:
+        return runs
+    for run in session.scalars(
+        select(SyncRun).where(SyncRun.webhook_event_id.in_(list(runs))).order_by(SyncRun.id)
+    ):
+        runs[run.webhook_event_id or ""].append(run)
+    return runs
+
+
+def connection_ids(session: Session, connection_pks: Iterable[int]) -> dict[int, str]:
+    """``{connections.id: connection_id}`` for showing runs (``SyncRun.connection_pk``)."""
+    pks = sorted(set(connection_pks))
+    if not pks:
+        return {}
+    return dict(
+        session.execute(
+            select(Connection.id, Connection.connection_id).where(Connection.id.in_(pks))
+        ).all()
+    )
 
 
 def mark_processed(session: Session, event_ids: list[str]) -> None:

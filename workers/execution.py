@@ -44,8 +44,9 @@ from cache.models import (
 from cache.store import PendingWrite, RecordStore, drop_tracking_of_run
 from config.errors import BadInputError, ConfigError, FatalError, HooksyncError, RetriableError
 from config.integrations import Integrations, ProviderConfig, SyncConfig
+from config.logs import log_context
 from workers import events as webhook_events
-from workers import runs
+from workers import metrics, runs
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
 from workers.notify import record_completion, record_completions, record_failure
 from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS, retry_delay
@@ -64,6 +65,7 @@ __all__ = [
     "decrypt_cached",
     "execute_run",
     "finish_runs",
+    "log_fields",
     "record_store",
     "report_failure",
     "resolve_sync",
@@ -106,7 +108,6 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
         Ids of the notifications created, to enqueue; ``[]`` when the run was not claimed
         (finished already, or running elsewhere under a live lease).
     """
-    settings = ctx.settings
     try:
         integrations: Integrations | None = ctx.integrations
         config_error: HooksyncError | None = None
@@ -117,6 +118,31 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
     if claim is None:
         logger.info("run %s: not claimable (finished, or running under a live lease)", run_id)
         return []
+    # Every line of the execution, the script's ``nango.log`` ones too, carries its ids.
+    with log_context(**log_fields(claim)):
+        return _execute_claimed(ctx, claim, integrations, config_error, worker_id)
+
+
+def log_fields(claim: Claim) -> dict[str, Any]:
+    """The ids a run's log lines carry (``config.logs.log_context``): the run, the webhook
+    event that made it (None for a poll), its connection, integration and sync."""
+    return {
+        "run_id": claim.run_id,
+        "event_id": claim.webhook_event_id,
+        "connection_id": claim.connection_id,
+        "integration": claim.provider_config_key,
+        "sync": claim.sync_name,
+    }
+
+
+def _execute_claimed(
+    ctx: AppContext,
+    claim: Claim,
+    integrations: Integrations | None,
+    config_error: HooksyncError | None,
+    worker_id: str | None,
+) -> list[int]:
+    run_id, settings = claim.run_id, ctx.settings
     logger.info(
         "run %s: attempt %s of %s/%s (%s, %s) on connection %r by %s",
         run_id,
@@ -538,6 +564,10 @@ def finish_runs(
         return []
     now = utcnow()
     ids: list[int] = []
+    # The scripts' batches are committed already, whatever happens to the outcome below.
+    for claim, outcome in finished:
+        metrics.count_records(claim.provider_config_key, claim.sync_name, outcome.results)
+    counted: list[tuple[Claim, str]] = []
     with session_scope(ctx.sessions) as session:
         loaded = {
             run.id: run
@@ -564,8 +594,10 @@ def finish_runs(
                 continue
             if _should_retry(outcome, claim.attempt):
                 _requeue(writes, run, claim, outcome, now)
+                counted.append((claim, "requeued"))
                 continue
-            _close_run(writes, run, outcome, now)
+            _close_run(writes, run, claim, outcome, now)
+            counted.append((claim, "success" if outcome.success else "error"))
             if outcome.success and coalesce:
                 successes.setdefault((run.connection_pk, run.sync_name), []).append(
                     (run, claim, outcome)
@@ -591,6 +623,9 @@ def finish_runs(
         if events:
             webhook_events.mark_processed(session, sorted(events))
         del connections
+    for claim, status in counted:  # committed
+        seconds = (now - claim.started_at).total_seconds()
+        metrics.count_run(claim.provider_config_key, claim.sync_name, status, seconds)
     return ids
 
 
@@ -608,10 +643,13 @@ def _requeue(
         claim.run_id,
         claim.attempt,
         outcome.error,
+        extra=log_fields(claim),
     )
 
 
-def _close_run(writes: runs.RunWrites, run: SyncRun, outcome: Outcome, now: datetime) -> None:
+def _close_run(
+    writes: runs.RunWrites, run: SyncRun, claim: Claim, outcome: Outcome, now: datetime
+) -> None:
     writes.close(
         run,
         sync_type=outcome.sync_type,
@@ -621,12 +659,29 @@ def _close_run(writes: runs.RunWrites, run: SyncRun, outcome: Outcome, now: date
         now=now,
         strategies=outcome.strategies,
     )
-    logger.info(
-        "run %s: %s %s",
-        run.id,
-        "success" if outcome.success else f"error ({outcome.error_type})",
-        outcome.results,
-    )
+    # The runs of a coalesced batch finish together: each line names its own run's ids.
+    with log_context(**log_fields(claim)):
+        status = "success" if outcome.success else "error"
+        logger.info(
+            "run %s executed: %s%s",
+            run.id,
+            status,
+            f" ({outcome.error_type})" if outcome.error_type else "",
+            extra={"status": status, "error_type": outcome.error_type},
+        )
+        for model, counts in outcome.results.items():
+            added, updated, deleted = (
+                int(counts.get(name, 0)) for name in ("added", "updated", "deleted")
+            )
+            logger.info(
+                "run %s merged %s: %d added, %d updated, %d deleted",
+                run.id,
+                model,
+                added,
+                updated,
+                deleted,
+                extra={"model": model, "added": added, "updated": updated, "deleted": deleted},
+            )
 
 
 def _notify_outcome(

@@ -43,8 +43,10 @@ __all__ = [
     "RECLAIM_IDLE_SECONDS",
     "STREAM",
     "WAKE_FLAG",
+    "Backlog",
     "InboxEntry",
     "ack",
+    "backlog",
     "clear_wake",
     "consumer_name",
     "pending_count",
@@ -181,6 +183,41 @@ def requeue(client: redis.Redis, entries: Sequence[InboxEntry]) -> None:
 def pending_count(client: redis.Redis) -> int:
     """Entries not yet acknowledged: unread plus pending (tests and the bench)."""
     return int(client.xlen(STREAM))
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the inbox holds right now (``/metrics``)."""
+
+    #: Entries not yet acknowledged: unread plus pending.
+    length: int
+    #: Entries a worker has read and not yet acknowledged (its batch in flight, or left by a
+    #: dead worker until the tick reclaims them).
+    pending: int
+    #: The receiver's ``received_at`` of the first entry in the stream (None when empty).
+    #: Requeued entries go to the end, so this is the oldest one in all but an outage.
+    oldest_received_at: str | None
+
+
+def backlog(client: redis.Redis) -> Backlog:
+    """Read the inbox's size and its first entry in one round trip (three cheap commands)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.xlen(STREAM)
+    pipe.xpending(STREAM, GROUP)
+    pipe.xrange(STREAM, count=1)
+    length, pending, first = pipe.execute(raise_on_error=False)
+    if isinstance(length, Exception):
+        raise length
+    if isinstance(pending, redis.ResponseError) and "NOGROUP" in str(pending):
+        pending = {"pending": 0}  # no worker has read yet
+    elif isinstance(pending, Exception):
+        raise pending
+    oldest = None
+    if isinstance(first, list) and first:
+        event = _decode(*first[0]).event
+        received = event.get("received_at") if event is not None else None
+        oldest = received if isinstance(received, str) else None
+    return Backlog(int(length), int(pending["pending"]), oldest)
 
 
 def _create_group(client: redis.Redis) -> None:

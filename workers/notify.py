@@ -24,9 +24,11 @@ Retrying a notification to the URL (``retry_notification``) is the operator's wa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -47,6 +49,7 @@ from cache.models import (
     AppEndpoint,
     Connection,
     Notification,
+    NotificationAttempt,
     NotificationState,
     SyncRun,
     utcnow,
@@ -54,25 +57,34 @@ from cache.models import (
 from cache.timestamps import js_time
 from config.errors import BadInputError
 from config.settings import Settings
+from workers import metrics
 from workers.app_signatures import signed_headers
 from workers.external import parse_retry_after
 from workers.retry import next_delay
 
 __all__ = [
+    "MAX_ID",
+    "MAX_LIST_LIMIT",
     "EndpointStatus",
     "classify_status",
     "deliver",
     "deliver_many",
     "dispatch_marker",
+    "enable_endpoint",
     "encode_body",
+    "endpoint_id",
+    "get_notification",
+    "list_attempts",
     "list_endpoints",
     "list_notifications",
+    "oldest_pending",
     "record_completion",
     "record_completions",
     "record_failure",
     "record_forward",
     "redact_url",
     "redispatch_cutoff",
+    "retry_failed",
     "retry_notification",
 ]
 
@@ -356,6 +368,29 @@ class _Attempt:
     status: int | None
     error: str | None
     retry_after: float | None
+    duration_ms: int = 0
+
+
+#: ``notification_attempts.error`` is cut to this many characters.
+ATTEMPT_ERROR_CHARS = 500
+
+
+def _attempt_row(
+    notification_id: int, number: int, attempt: _Attempt, at: datetime
+) -> dict[str, Any]:
+    """The ``notification_attempts`` values of one POST (inserted with its outcome)."""
+    error = attempt.error[:ATTEMPT_ERROR_CHARS] if attempt.error else None
+    return {
+        "notification_id": notification_id,
+        "attempt": number,
+        "attempted_at": at,
+        "status": attempt.status,
+        "error": error,
+        "duration_ms": attempt.duration_ms,
+    }
+
+
+_INSERT_ATTEMPT = insert(NotificationAttempt)
 
 
 def deliver(
@@ -401,7 +436,11 @@ def deliver(
             return
         row = session.execute(
             select(
-                Notification.url, Notification.body, Notification.webhook_id, Notification.attempts
+                Notification.url,
+                Notification.body,
+                Notification.webhook_id,
+                Notification.attempts,
+                Notification.created_at,
             ).where(Notification.id == notification_id)
         ).one()
         if _is_gone(session, row.url):
@@ -426,7 +465,10 @@ def deliver(
     headers["User-Agent"] = "hooksync"
     attempt = _post(session_post or _keep_alive_post(ctx), row.url, body, headers, started)
     finished = now or utcnow()
-    _record_outcome(ctx, notification_id, row.url, lease, row.attempts + 1, attempt, finished, rng)
+    _record_outcome(
+        ctx, notification_id, row.url, lease, row.attempts + 1, attempt, finished, rng,
+        created_at=row.created_at,
+    )  # fmt: skip
 
 
 def deliver_many(
@@ -471,11 +513,18 @@ def deliver_many(
     attempts = list(_senders(ctx).map(send, sendable)) if len(sendable) > 1 else map(send, sendable)
     finished = now or utcnow()
     delivered: list[dict[str, Any]] = []
+    delivered_created: list[datetime] = []
+    attempt_rows: list[dict[str, Any]] = []
     for row, attempt in zip(sendable, attempts, strict=True):
         if classify_status(attempt.status) is NotificationState.DELIVERED:
             delivered.append({"nid": row.id, "status": attempt.status})
+            delivered_created.append(row.created_at)
+            attempt_rows.append(_attempt_row(row.id, row.attempts + 1, attempt, started))
             continue
-        _record_outcome(ctx, row.id, row.url, lease, row.attempts + 1, attempt, finished, None)
+        _record_outcome(
+            ctx, row.id, row.url, lease, row.attempts + 1, attempt, finished, None,
+            created_at=row.created_at,
+        )  # fmt: skip
     if delivered:
         # Delivered is the truth even if the lease ran out meanwhile (as in ``deliver``).
         table = cast(Table, Notification.__table__)
@@ -496,8 +545,34 @@ def deliver_many(
                 ),
                 delivered,
             )
-        log.info("notifications %s: delivered", [item["nid"] for item in delivered])
+            # The attempts of the batch, one executemany in the same transaction.
+            session.execute(_INSERT_ATTEMPT, attempt_rows)
+        metrics.count_delivered(delivered_created, finished)
+        by_id = {row.id: row for row in sendable}
+        for item in delivered:
+            row = by_id[item["nid"]]
+            log.info(
+                "notification %s delivered: status %s",
+                row.id,
+                item["status"],
+                extra={
+                    "notification_id": row.id,
+                    "run_id": row.run_id,
+                    "event_id": row.event_id,
+                    "url": redact_url(row.url),
+                    "status": item["status"],
+                },
+            )
 
+
+#: The webhook event behind a notification's run (None for a poll's, or a forward), so
+#: its log lines carry the event id: ``grep <event id>`` reaches the delivery.
+_EVENT_OF_RUN = (
+    select(SyncRun.webhook_event_id)
+    .where(SyncRun.id == Notification.run_id)
+    .scalar_subquery()
+    .label("event_id")
+)
 
 # ``deliver_many``'s statements, built once (building one costs about as much as running it).
 _CLAIM_MANY = (
@@ -521,6 +596,9 @@ _CLAIMED = (
         Notification.body,
         Notification.webhook_id,
         Notification.attempts,
+        Notification.run_id,
+        _EVENT_OF_RUN,
+        Notification.created_at,
     )
     .where(
         Notification.id.in_(bindparam("ids", expanding=True)),
@@ -645,6 +723,7 @@ _DRAIN_LIMIT = 64 * 1024
 def _post(
     session_post: Poster, url: str, body: bytes, headers: dict[str, str], now: datetime
 ) -> _Attempt:
+    clock = time.monotonic()
     try:
         # Redirects are not followed: requests would turn a POST into a GET on 301/302.
         # stream=True: only the status and headers matter; the answer's body is never read.
@@ -658,13 +737,24 @@ def _post(
         )
     except requests.Timeout as error:
         # Only the exception's class: its message repeats the URL, which may hold a token.
-        return _Attempt(None, f"network error: {type(error).__name__} (no answer in time)", None)
+        return _Attempt(
+            None,
+            f"network error: {type(error).__name__} (no answer in time)",
+            None,
+            _elapsed_ms(clock),
+        )
     except requests.RequestException as error:
-        return _Attempt(None, f"network error: {type(error).__name__}", None)
+        return _Attempt(None, f"network error: {type(error).__name__}", None, _elapsed_ms(clock))
     status = response.status_code
     response.close()
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
-    return _Attempt(status, None if 200 <= status < 300 else f"HTTP {status}", retry_after)
+    return _Attempt(
+        status, None if 200 <= status < 300 else f"HTTP {status}", retry_after, _elapsed_ms(clock)
+    )
+
+
+def _elapsed_ms(since: float) -> int:
+    return max(0, round((time.monotonic() - since) * 1000))
 
 
 def _record_outcome(
@@ -676,6 +766,8 @@ def _record_outcome(
     attempt: _Attempt,
     now: datetime,
     rng: random.Random | None,
+    *,
+    created_at: datetime | None = None,
 ) -> None:
     state = classify_status(attempt.status)
     values: dict[str, Any] = {
@@ -732,18 +824,38 @@ def _record_outcome(
         )
         if state is NotificationState.GONE:
             _stop_pending(session, url, attempt.status or 410, now, notification_id)
+        fields = _log_fields(session, notification_id, url)
+        # The POST happened whether or not the lease held: it is part of the row's history.
+        started = lease - timedelta(seconds=SEND_LEASE_SECONDS)
+        session.execute(_INSERT_ATTEMPT, _attempt_row(notification_id, attempts, attempt, started))
     if not updated:
         log.warning(
             "notification %s: lease lost while sending; another worker owns it", notification_id
         )
     else:
+        metrics.count_notification_attempt(values.get("state", "retry"), created_at, now)
         log.info(
             "notification %s attempt %s: status %s, now %s",
             notification_id,
             attempts,
             attempt.status if attempt.status is not None else attempt.error,
             values.get("state", "pending, retry scheduled"),
+            extra={**fields, "status": attempt.status},
         )
+
+
+def _log_fields(session: Session, notification_id: int, url: str) -> dict[str, Any]:
+    """The ids a notification's log lines carry: itself, its run, the webhook event behind
+    that run, and its URL without credentials (``redact_url``)."""
+    row = session.execute(
+        select(Notification.run_id, _EVENT_OF_RUN).where(Notification.id == notification_id)
+    ).one_or_none()
+    return {
+        "notification_id": notification_id,
+        "run_id": row.run_id if row is not None else None,
+        "event_id": row.event_id if row is not None else None,
+        "url": redact_url(url),
+    }
 
 
 def _is_gone(session: Session, url: str) -> bool:
@@ -847,9 +959,27 @@ def list_endpoints(session: Session, urls: Sequence[str]) -> list[EndpointStatus
 
 
 def list_notifications(
-    session: Session, state: str | None = None, limit: int = 100
+    session: Session,
+    *,
+    state: str | None = None,
+    connection_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
 ) -> list[Notification]:
-    """Newest first, optionally only one state (``pending``/``delivered``/``failed``/``gone``)."""
+    """Newest first, filtered.
+
+    Args:
+        state: Only this state (``pending``/``delivered``/``failed``/``gone``).
+        connection_id: Only notifications about this connection id (any integration): the
+            run's connection for sync webhooks, ``connectionId`` for forwards.
+        since: Created at or after this instant.
+        until: Created before this instant.
+        limit: 1 to ``MAX_LIST_LIMIT``.
+
+    Raises:
+        BadInputError: An unknown state or a limit out of range (naming the field).
+    """
     query = select(Notification).order_by(Notification.id.desc())
     if state is not None:
         try:
@@ -859,9 +989,142 @@ def list_notifications(
             raise BadInputError(
                 f"state must be one of {allowed}, got {state!r}", field="state"
             ) from None
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise BadInputError(f"limit must be from 1 to 1000, got {limit!r}", field="limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise BadInputError(
+            f"limit must be from 1 to {MAX_LIST_LIMIT}, got {limit!r}", field="limit"
+        )
+    if connection_id is not None:
+        runs_of_connection = (
+            select(SyncRun.id)
+            .join(Connection, Connection.id == SyncRun.connection_pk)
+            .where(Connection.connection_id == connection_id)
+        )
+        # A forward has no run; its body names the connection right before the payload
+        # (``encode_body`` is deterministic, so the text is exactly this).
+        forward_marker = f'"connectionId":{_json_value(connection_id)},"payload":'
+        query = query.where(
+            or_(
+                Notification.run_id.in_(runs_of_connection),
+                and_(
+                    Notification.run_id.is_(None),
+                    Notification.body.contains(forward_marker, autoescape=True),
+                ),
+            )
+        )
+    if since is not None:
+        query = query.where(Notification.created_at >= since)
+    if until is not None:
+        query = query.where(Notification.created_at < until)
     return list(session.scalars(query.limit(limit)))
+
+
+#: The largest ``limit`` of ``list_notifications``.
+MAX_LIST_LIMIT = 1000
+#: Ids are 64-bit signed integers in both databases; a larger one names no row (and SQLite
+#: would raise OverflowError binding it).
+MAX_ID = 2**63 - 1
+
+
+def _json_value(value: Any) -> str:
+    """One JSON value as ``encode_body`` writes it inside a body."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def get_notification(session: Session, notification_id: int) -> Notification | None:
+    """One notification, or None (also for an id no row can have)."""
+    if not 0 < notification_id <= MAX_ID:
+        return None
+    return session.get(Notification, notification_id)
+
+
+def list_attempts(session: Session, notification_id: int) -> list[NotificationAttempt]:
+    """Every recorded POST of a notification, oldest first."""
+    if not 0 < notification_id <= MAX_ID:
+        return []
+    return list(
+        session.scalars(
+            select(NotificationAttempt)
+            .where(NotificationAttempt.notification_id == notification_id)
+            .order_by(NotificationAttempt.id)
+        )
+    )
+
+
+def retry_failed(session: Session, since: datetime, now: datetime) -> list[int]:
+    """Make every failed or gone notification created at or after ``since`` pending again.
+
+    Each is retried as ``retry_notification`` retries one: a full retry cycle, and the URLs
+    they were sent to re-enabled if a 410 had stopped them. The caller enqueues the returned
+    ids after commit.
+    """
+    rows = session.execute(
+        select(Notification.id, Notification.url)
+        .where(
+            Notification.state.in_([NotificationState.FAILED.value, NotificationState.GONE.value]),
+            Notification.created_at >= since,
+        )
+        .order_by(Notification.id)
+        .with_for_update()
+    ).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    urls = sorted({row.url for row in rows})
+    reenabled = rows_matched(
+        session.execute(
+            update(AppEndpoint)
+            .where(AppEndpoint.url.in_(urls), AppEndpoint.gone_at.is_not(None))
+            .values(gone_at=None, gone_status=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if reenabled:
+        log.warning("%s app URL(s) re-enabled by retrying failed notifications", reenabled)
+    session.execute(
+        update(Notification)
+        .where(Notification.id.in_(ids))
+        .values(
+            state=NotificationState.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            lease_expires_at=dispatch_marker(now),  # the caller enqueues them
+        )
+        .execution_options(synchronize_session=False)
+    )
+    log.info("%s failed or gone notification(s) since %s made pending", len(ids), since)
+    return ids
+
+
+def endpoint_id(url: str) -> str:
+    """A configured app URL's stable id for the API: the first 12 hex of its sha256.
+
+    The URL itself may hold a token, so it is never a path segment.
+    """
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+
+
+def enable_endpoint(session: Session, endpoint: str, urls: Sequence[str]) -> str | None:
+    """Clear the gone mark of the configured URL whose ``endpoint_id`` is ``endpoint``.
+
+    The notifications the 410 stopped stay gone (retry them with ``retry_failed``).
+
+    Returns:
+        That URL (already active or not), or None when no configured URL has this id.
+    """
+    url = next((url for url in urls if endpoint_id(url) == endpoint), None)
+    if url is None:
+        return None
+    enabled = rows_matched(
+        session.execute(
+            update(AppEndpoint)
+            .where(AppEndpoint.url == url, AppEndpoint.gone_at.is_not(None))
+            .values(gone_at=None, gone_status=None)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if enabled:
+        log.warning("app URL %s re-enabled by the operator", redact_url(url))
+    return url
 
 
 def retry_notification(
@@ -880,7 +1143,7 @@ def retry_notification(
     Raises:
         BadInputError: With code ``not_retryable`` for a delivered notification.
     """
-    row = session.get(Notification, notification_id)
+    row = get_notification(session, notification_id)
     if row is None:
         return None
     if row.state == NotificationState.DELIVERED.value:
@@ -939,3 +1202,16 @@ def sweep_due(session: Session, now: datetime, lease_seconds: int, limit: int) -
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+def oldest_pending(session: Session) -> datetime | None:
+    """When the oldest notification not yet delivered (nor given up) was created (``/metrics``).
+
+    Reads only the pending rows, through the ``(state, next_attempt_at)`` index.
+    """
+    return session.scalar(
+        select(Notification.created_at)
+        .where(Notification.state == NotificationState.PENDING.value)
+        .order_by(Notification.created_at)
+        .limit(1)
+    )

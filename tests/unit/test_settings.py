@@ -27,6 +27,11 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert settings.notify_empty is True
     assert settings.app_webhook_urls == ()
     assert settings.integrations_dir == Path("integrations").resolve()
+    assert settings.metrics_public is False
+
+
+def test_metrics_can_be_made_public() -> None:
+    assert load_settings({**SECRETS, "HOOKSYNC_METRICS_PUBLIC": "true"}).metrics_public is True
 
 
 def test_logs_default_to_text_at_info_and_take_any_case() -> None:
@@ -79,6 +84,11 @@ def test_postgres_urls_get_the_installed_driver() -> None:
             "HOOKSYNC_LOG_FORMAT must be one of text, json, got 'logfmt'",
         ),
         ("HOOKSYNC_LOG_LEVEL", "loud", "HOOKSYNC_LOG_LEVEL must be one of DEBUG, INFO,"),
+        (
+            "HOOKSYNC_METRICS_PUBLIC",
+            "open",
+            "HOOKSYNC_METRICS_PUBLIC must be true or false, got 'open'",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_and_the_value(
