@@ -35,6 +35,7 @@ __all__ = [
     "Connection",
     "ModelSeq",
     "Notification",
+    "NotificationAttempt",
     "NotificationState",
     "Record",
     "RunKind",
@@ -330,6 +331,27 @@ class Notification(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NotificationAttempt(Base):
+    """One POST of a notification to its app URL and what came of it (newest last).
+
+    Written by ``workers.notify`` in the transaction that records the attempt's outcome;
+    shown by ``GET /notifications/<id>`` and the console. A retry restarts ``attempt`` at 1.
+    """
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(Integer, index=True)
+    #: 1 for the first POST of a retry cycle (``notifications.attempts`` after it).
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The app's HTTP status; None for a network error (no answer).
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: Why it did not deliver, truncated; never holds the URL.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)
 
 
 class AppEndpoint(Base):

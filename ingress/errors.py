@@ -28,6 +28,7 @@ _STATUS_BY_CODE = {
     "unknown_connection": 404,
     "unknown_event": 404,
     "unknown_notification": 404,
+    "unknown_endpoint": 404,
     "connection_exists": 409,
     "conflict": 409,
     "payload_too_large": 413,

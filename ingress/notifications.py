@@ -1,9 +1,10 @@
-"""``GET /notifications`` and ``POST /notifications/<id>/retry``: the outbox, listed and replayed.
+"""The outbox API: ``/notifications`` listed, shown with its attempts, and retried.
 
-``GET /notifications/endpoints`` shows each configured app URL and whether a 410 stopped
-delivery to it. The views parse parameters and shape JSON; ``workers.notify`` does the
-work. App URLs are shown without credentials or query string, since operators put tokens
-there.
+``GET /notifications/endpoints`` shows each configured app URL, its stable ``id`` and
+whether a 410 stopped delivery to it; ``POST /notifications/endpoints/<id>/enable`` clears
+that. The views parse parameters (``ingress.params``) and shape JSON; ``workers.notify``
+does the work. App URLs are shown without credentials or query string, since operators
+put tokens there.
 """
 
 from __future__ import annotations
@@ -15,75 +16,150 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from cache.db import read_scope, session_scope
-from cache.models import Notification, utcnow
-from cache.timestamps import api_optional_time
+from cache.models import Notification, NotificationAttempt, NotificationState, utcnow
+from cache.timestamps import api_optional_time, api_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
+from ingress.params import choice_param, limit_param, text_param, time_param
 from workers.enqueue import enqueue_after_commit
-from workers.notify import list_endpoints, list_notifications, redact_url, retry_notification
+from workers.notify import (
+    MAX_ID,
+    MAX_LIST_LIMIT,
+    EndpointStatus,
+    enable_endpoint,
+    endpoint_id,
+    get_notification,
+    list_attempts,
+    list_endpoints,
+    list_notifications,
+    redact_url,
+    retry_failed,
+    retry_notification,
+)
 
-__all__ = ["bp", "describe_notification", "redact_url"]
+__all__ = [
+    "attempt_to_json",
+    "bp",
+    "describe_notification",
+    "endpoint_to_json",
+    "redact_url",
+]
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("notifications", __name__)
 
+#: ``GET /notifications?limit=`` default.
 DEFAULT_LIMIT = 100
+_STATES = tuple(state.value for state in NotificationState)
+#: A path id: digits, at most ``MAX_ID`` (a larger one would overflow the database's
+#: 64-bit integers; werkzeug answers 404 for it like for any unknown id).
+_ID = f"int(min=1, max={MAX_ID})"
 
 
 @bp.get("/notifications")
 @require_api_key
 def list_view() -> Response:
+    """Newest first: ``?state=&connection_id=&since=&until=&limit=``."""
     ctx = current_context()
-    state = request.args.get("state") or None
-    limit = _parse_limit(request.args.get("limit"))
+    args = request.args
+    state = choice_param("state", args.get("state"), _STATES)
+    connection_id = text_param("connection_id", args.get("connection_id"))
+    since = time_param("since", args.get("since"))
+    until = time_param("until", args.get("until"))
+    limit = limit_param("limit", args.get("limit"), default=DEFAULT_LIMIT, maximum=MAX_LIST_LIMIT)
     with read_scope(ctx.sessions) as session:
-        rows = list_notifications(session, state, limit)
+        rows = list_notifications(
+            session,
+            state=state,
+            connection_id=connection_id,
+            since=since,
+            until=until,
+            limit=limit,
+        )
         return jsonify({"notifications": [describe_notification(row) for row in rows]})
+
+
+@bp.get(f"/notifications/<{_ID}:notification_id>")
+@require_api_key
+def get_view(notification_id: int) -> Response:
+    """``{"notification", "attempts"}``: the row and every POST of it, oldest first."""
+    ctx = current_context()
+    with read_scope(ctx.sessions) as session:
+        row = get_notification(session, notification_id)
+        if row is None:
+            raise _unknown(notification_id)
+        attempts = list_attempts(session, notification_id)
+        body = {
+            "notification": describe_notification(row),
+            "attempts": [attempt_to_json(item) for item in attempts],
+        }
+    return jsonify(body)
 
 
 @bp.get("/notifications/endpoints")
 @require_api_key
 def endpoints_view() -> Response:
-    """Each configured app URL (redacted) with ``state`` ``active`` or ``gone``."""
+    """Each configured app URL (redacted) with its ``id`` and ``state`` (``active``/``gone``)."""
     ctx = current_context()
     with read_scope(ctx.sessions) as session:
         statuses = list_endpoints(session, ctx.settings.app_webhook_urls)
-    return jsonify(
-        {
-            "endpoints": [
-                {
-                    "url": redact_url(status.url),
-                    "state": status.state,
-                    "gone_at": api_optional_time(status.gone_at),
-                    "gone_status": status.gone_status,
-                }
-                for status in statuses
-            ]
-        }
-    )
+    return jsonify({"endpoints": [endpoint_to_json(status) for status in statuses]})
 
 
-@bp.post("/notifications/<int:notification_id>/retry")
+@bp.post("/notifications/endpoints/<endpoint_key>/enable")
+@require_api_key
+def enable_view(endpoint_key: str) -> Response:
+    """Clear a 410's mark on a configured app URL: notifications are recorded for it again.
+
+    The notifications the 410 stopped stay ``gone``; retry them (``retry-failed``).
+    """
+    ctx = current_context()
+    urls = ctx.settings.app_webhook_urls
+    with session_scope(ctx.sessions) as session:
+        url = enable_endpoint(session, endpoint_key, urls)
+        if url is None:
+            raise BadInputError(
+                f"no configured app URL has the id {endpoint_key[:40]!r}; list them with "
+                "GET /notifications/endpoints",
+                code="unknown_endpoint",
+                field="endpoint_key",
+            )
+    with read_scope(ctx.sessions) as session:
+        (status,) = list_endpoints(session, [url])
+    return jsonify({"endpoint": endpoint_to_json(status)})
+
+
+@bp.post(f"/notifications/<{_ID}:notification_id>/retry")
 @require_api_key
 def retry_view(notification_id: int) -> Response:
     """Requeue a failed or gone notification with a fresh retry cycle.
 
     Retrying a notification whose URL answered 410 also re-enables that URL: this is the
-    operator's way back once the app accepts deliveries again.
+    operator's way back once the app accepts deliveries again. A delivered one is refused
+    (400 ``not_retryable``).
     """
     ctx = current_context()
     with session_scope(ctx.sessions) as session:
         row = retry_notification(session, notification_id, utcnow())
         if row is None:
-            raise BadInputError(
-                f"no notification with id {notification_id}; list them with GET /notifications",
-                code="unknown_notification",
-                field="id",
-            )
+            raise _unknown(notification_id)
         body = describe_notification(row)
     enqueue_after_commit(ctx, notification_ids=[notification_id])
     return jsonify({"notification": body})
+
+
+@bp.post("/notifications/retry-failed")
+@require_api_key
+def retry_failed_view() -> Response:
+    """Requeue every failed or gone notification created at or after ``?since=`` (required)."""
+    ctx = current_context()
+    since = time_param("since", request.args.get("since"), required=True)
+    assert since is not None  # required=True
+    with session_scope(ctx.sessions) as session:
+        ids = retry_failed(session, since, utcnow())
+    enqueue_after_commit(ctx, notification_ids=ids)
+    return jsonify({"retried": len(ids), "ids": ids, "since": api_time(since)})
 
 
 def describe_notification(row: Notification) -> dict[str, Any]:
@@ -92,6 +168,7 @@ def describe_notification(row: Notification) -> dict[str, Any]:
         "id": row.id,
         "run_id": row.run_id,
         "url": redact_url(row.url),
+        "endpoint_id": endpoint_id(row.url),
         "webhook_id": row.webhook_id,
         "state": row.state,
         "attempts": row.attempts,
@@ -106,12 +183,31 @@ def describe_notification(row: Notification) -> dict[str, Any]:
     }
 
 
-def _parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadInputError(
-            f"limit must be a whole number from 1 to 1000, got {raw!r}", field="limit"
-        ) from None
+def attempt_to_json(row: NotificationAttempt) -> dict[str, Any]:
+    """One POST of a notification: when, the app's status (None: no answer), how long."""
+    return {
+        "attempt": row.attempt,
+        "attempted_at": api_time(row.attempted_at),
+        "status": row.status,
+        "error": row.error,
+        "duration_ms": row.duration_ms,
+    }
+
+
+def endpoint_to_json(status: EndpointStatus) -> dict[str, Any]:
+    """One configured app URL, redacted, with the id its enable route takes."""
+    return {
+        "id": endpoint_id(status.url),
+        "url": redact_url(status.url),
+        "state": status.state,
+        "gone_at": api_optional_time(status.gone_at),
+        "gone_status": status.gone_status,
+    }
+
+
+def _unknown(notification_id: int) -> BadInputError:
+    return BadInputError(
+        f"no notification with id {notification_id}; list them with GET /notifications",
+        code="unknown_notification",
+        field="notification_id",
+    )

@@ -17,12 +17,15 @@ from flask import Blueprint, Response, jsonify
 from cache.models import NotificationState, WebhookState
 from cache.page import FILTERS, MAX_IDS, MAX_LIMIT
 from ingress.openapi_schemas import (
+    ID_PATH,
     KEY_QUERY,
+    NON_EMPTY,
     RESPONSES,
     SCHEMAS,
     STRING,
     STRINGS,
     SUCCESS,
+    TIME_QUERY,
     Schema,
     array_of,
     envelope,
@@ -198,8 +201,9 @@ def _paths() -> dict[str, Schema]:
             "get": operation(
                 "webhooks",
                 "listWebhookEvents",
-                "Received webhooks, newest first, with their routing outcome.",
-                envelope("events", array_of("WebhookEvent")),
+                "Received webhooks, newest first, with their routing outcome and the runs "
+                "each caused.",
+                envelope("events", array_of("WebhookEventWithRuns")),
                 parameters=[
                     query_param(
                         "limit",
@@ -209,9 +213,24 @@ def _paths() -> dict[str, Schema]:
                     query_param(
                         "state", {"enum": [s.value for s in WebhookState]}, "Only this state."
                     ),
-                    query_param("provider_config_key", STRING, "Only this integration."),
+                    query_param("provider_config_key", NON_EMPTY, "Only this integration."),
+                    query_param("since", TIME_QUERY, "Received at or after (ISO 8601)."),
+                    query_param("until", TIME_QUERY, "Received before (ISO 8601)."),
                 ],
                 errors=(400,),
+            )
+        },
+        "/webhooks/events/{event_id}": {
+            "get": operation(
+                "webhooks",
+                "getWebhookEvent",
+                "One received webhook: its runs, its headers (credential-like ones "
+                "`[redacted]`) and its raw body.",
+                {"200": json_response(ref("WebhookEventDetail"))},
+                parameters=[
+                    path_param("event_id", "The event id (`id` of `GET /webhooks/events`).")
+                ],
+                errors=(404,),
             )
         },
         "/webhooks/events/{event_id}/replay": {
@@ -359,12 +378,59 @@ def _paths() -> dict[str, Schema]:
                         "state", {"enum": [s.value for s in NotificationState]}, "Only this state."
                     ),
                     query_param(
+                        "connection_id",
+                        {**NON_EMPTY, "maxLength": 255},
+                        "Only those about this connection id (any integration).",
+                    ),
+                    query_param("since", TIME_QUERY, "Created at or after (ISO 8601)."),
+                    query_param("until", TIME_QUERY, "Created before (ISO 8601)."),
+                    query_param(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                         "How many.",
                     ),
                 ],
                 errors=(400,),
+            )
+        },
+        "/notifications/{notification_id}": {
+            "get": operation(
+                "notifications",
+                "getNotification",
+                "One notification and every attempt to send it, oldest first.",
+                {"200": json_response(ref("NotificationDetail"))},
+                parameters=[path_param("notification_id", "The notification id.", ID_PATH)],
+                errors=(404,),
+            )
+        },
+        "/notifications/retry-failed": {
+            "post": operation(
+                "notifications",
+                "retryFailedNotifications",
+                "Requeue every failed or gone notification created since a time (re-enables "
+                "their URLs after a 410).",
+                {"200": json_response(ref("RetryFailedResult"))},
+                parameters=[
+                    query_param(
+                        "since", TIME_QUERY, "Created at or after (ISO 8601).", required=True
+                    )
+                ],
+                errors=(400,),
+            )
+        },
+        "/notifications/endpoints/{endpoint_key}/enable": {
+            "post": operation(
+                "notifications",
+                "enableNotificationEndpoint",
+                "Clear a 410's mark on a configured app URL (its stopped notifications stay "
+                "`gone`: retry them).",
+                envelope("endpoint", ref("NotificationEndpoint")),
+                parameters=[
+                    path_param(
+                        "endpoint_key", "The endpoint's `id` from `GET /notifications/endpoints`."
+                    )
+                ],
+                errors=(404,),
             )
         },
         "/notifications/endpoints": {
@@ -379,12 +445,11 @@ def _paths() -> dict[str, Schema]:
             "post": operation(
                 "notifications",
                 "retryNotification",
-                "Requeue a failed or gone notification (re-enables its URL after a 410).",
+                "Requeue a failed or gone notification (re-enables its URL after a 410); a "
+                "delivered one is refused with 400 `not_retryable`.",
                 envelope("notification", ref("Notification")),
-                parameters=[
-                    path_param("notification_id", "The notification id.", {"type": "integer"})
-                ],
-                errors=(404,),
+                parameters=[path_param("notification_id", "The notification id.", ID_PATH)],
+                errors=(400, 404),
             )
         },
         "/integrations": {
@@ -429,6 +494,20 @@ def _paths() -> dict[str, Schema]:
                 "This document.",
                 {"200": json_response({"type": "object"})},
                 public=True,
+            )
+        },
+        "/metrics": {
+            "get": operation(
+                "meta",
+                "getMetrics",
+                "Prometheus metrics of this machine's processes, in the text exposition format "
+                "(no key needed when `HOOKSYNC_METRICS_PUBLIC=true`).",
+                {
+                    "200": {
+                        "description": "OK",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
             )
         },
     }

@@ -24,6 +24,9 @@ __all__ = [
     "object_schema",
     "envelope",
     "STRING",
+    "NON_EMPTY",
+    "TIME_QUERY",
+    "ID_PATH",
     "NULLABLE_STRING",
     "TIME",
     "STRINGS",
@@ -65,6 +68,7 @@ def error_responses(*statuses: int) -> dict[str, Schema]:
         404: "NotFound",
         409: "Conflict",
         413: "PayloadTooLarge",
+        414: "UriTooLong",
         503: "Unavailable",
     }
     return {str(status): {"$ref": f"#/components/responses/{names[status]}"} for status in statuses}
@@ -112,12 +116,23 @@ def operation(
         op["requestBody"] = body
     if public:
         op["security"] = []
-    statuses = errors if public else (401, *errors)
+    # Any request may be one the HTTP server cannot parse (a control character in a
+    # header: 400; a request line over its limit: 414), answered before any view runs.
+    statuses = (*errors, *SERVER_ERRORS) if public else (401, *errors, *SERVER_ERRORS)
     op["responses"] = {**responses, **error_responses(*sorted(set(statuses)))}
     return op
 
 
+#: Statuses gunicorn itself answers (as JSON, ``ingress.gunicorn_worker``) to any request.
+SERVER_ERRORS = (400, 414)
+
 STRING: Schema = {"type": "string"}
+#: A string parameter the code needs a value for (``?key=`` empty is a 400).
+NON_EMPTY: Schema = {"type": "string", "minLength": 1}
+#: An ISO 8601 time in a query (zone-less = UTC).
+TIME_QUERY: Schema = {"type": "string", "format": "date-time", "minLength": 1}
+#: A row id in a path: the databases' 64-bit integers (a larger one is a 404).
+ID_PATH: Schema = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 NULLABLE_STRING: Schema = {"type": ["string", "null"]}
 TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 STRINGS: Schema = {"type": "array", "items": STRING}
@@ -327,11 +342,87 @@ SCHEMAS: dict[str, Schema] = {
         },
         "id provider_config_key state received_at",
     ),
+    "WebhookEventWithRuns": {
+        "allOf": [
+            ref("WebhookEvent"),
+            object_schema({"runs": array_of("EventRun")}, "runs"),
+        ]
+    },
+    "EventRun": object_schema(
+        {
+            "id": {"type": "integer"},
+            "connection_id": NULLABLE_STRING,
+            "sync_name": STRING,
+            "sync_type": {"enum": ["INITIAL", "INCREMENTAL", "WEBHOOK"]},
+            "state": {"enum": ["queued", "running", "success", "error", "cancelled"]},
+            "started_at": TIME,
+            "finished_at": TIME,
+            "error_type": NULLABLE_STRING,
+            "error": NULLABLE_STRING,
+        },
+        "id connection_id sync_name sync_type state started_at finished_at error",
+        description="A run the event caused, and how it ended.",
+    ),
+    "WebhookEventDetail": {
+        "allOf": [
+            ref("WebhookEventWithRuns"),
+            object_schema(
+                {
+                    "url": STRING,
+                    "headers": {
+                        "type": "object",
+                        "additionalProperties": STRING,
+                        "description": "As received, names lower-cased; `authorization`, "
+                        "`proxy-authorization`, `cookie`, `x-api-key` and any name holding "
+                        "`secret` or `token` read `[redacted]`.",
+                    },
+                    "body": {
+                        "type": "string",
+                        "description": "The raw body: its text, or base64 (see `body_encoding`).",
+                    },
+                    "body_encoding": {"enum": ["utf-8", "base64"]},
+                },
+                "url headers body body_encoding",
+            ),
+        ]
+    },
+    "NotificationDetail": object_schema(
+        {"notification": ref("Notification"), "attempts": array_of("NotificationAttempt")},
+        "notification attempts",
+    ),
+    "NotificationAttempt": object_schema(
+        {
+            "attempt": {
+                "type": "integer",
+                "description": "1 for the first POST of a retry cycle.",
+            },
+            "attempted_at": {"type": "string", "format": "date-time"},
+            "status": {
+                "type": ["integer", "null"],
+                "description": "The app's HTTP status; null for a network error.",
+            },
+            "error": NULLABLE_STRING,
+            "duration_ms": {"type": "integer"},
+        },
+        "attempt attempted_at status error duration_ms",
+    ),
+    "RetryFailedResult": object_schema(
+        {
+            "retried": {"type": "integer"},
+            "ids": INTEGERS,
+            "since": {"type": "string", "format": "date-time"},
+        },
+        "retried ids since",
+    ),
     "Notification": object_schema(
         {
             "id": {"type": "integer"},
             "run_id": {"type": ["integer", "null"]},
             "url": {"type": "string", "description": "Without credentials or query string."},
+            "endpoint_id": {
+                "type": "string",
+                "description": "The `id` of its URL in `GET /notifications/endpoints`.",
+            },
             "webhook_id": STRING,
             "state": {"enum": [state.value for state in NotificationState]},
             "attempts": {"type": "integer"},
@@ -431,12 +522,17 @@ SCHEMAS: dict[str, Schema] = {
     },
     "NotificationEndpoint": object_schema(
         {
+            "id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{12}$",
+                "description": "Stable: the first 12 hex digits of the URL's sha256.",
+            },
             "url": STRING,
             "state": {"enum": ["active", "gone"]},
             "gone_at": TIME,
             "gone_status": {"type": ["integer", "null"]},
         },
-        "url state",
+        "id url state",
     ),
     "IntegrationSummary": object_schema(
         {
@@ -466,11 +562,16 @@ SCHEMAS: dict[str, Schema] = {
 RESPONSES: dict[str, Schema] = {
     name: json_response(ref("Error"), description)
     for name, description in (
-        ("BadRequest", "A malformed parameter or body; `error.field` names it."),
+        (
+            "BadRequest",
+            "A malformed parameter or body (`error.field` names it), or a request the HTTP "
+            "server cannot parse.",
+        ),
         ("Unauthorized", "Missing or wrong bearer key (or, on `/webhook/*`, bad signature)."),
         ("NotFound", "Unknown integration, connection, event or notification."),
         ("Conflict", "The connection already exists."),
         ("PayloadTooLarge", "Body over the size limit."),
+        ("UriTooLong", "Request line (path and query) over the HTTP server's limit."),
     )
 }
 RESPONSES["Unavailable"] = json_response(

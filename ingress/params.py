@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
@@ -13,9 +15,13 @@ from cache.models import Connection
 from config.errors import BadInputError
 
 __all__ = [
+    "choice_param",
     "connection_id_param",
     "find_connection",
     "json_body",
+    "limit_param",
+    "text_param",
+    "time_param",
     "provider_config_key",
     "query_provider_config_key",
     "require_connection",
@@ -102,3 +108,67 @@ def unknown_connection(key: str | None, connection_id: str) -> BadInputError:
 
 def query_provider_config_key() -> str | None:
     return request.args.get("provider_config_key") or request.args.get("providerConfigKey")
+
+
+# -- query parameters of the listings ----------------------------------------------------
+# Each takes the parameter's name and its raw value (``request.args.get(name)``, None when
+# absent), so the console's forms can use them too. A parameter given empty (``limit=``)
+# is refused like any other bad value: the OpenAPI document types it, so accepting "" would
+# make the contract a lie.
+
+
+def limit_param(name: str, raw: str | None, *, default: int, maximum: int) -> int:
+    """A page size from 1 to ``maximum``; ``default`` when absent."""
+    if raw is None:
+        return default
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
+    if not 1 <= value <= maximum:
+        raise BadInputError(
+            f"{name}: must be a whole number from 1 to {maximum}, got {raw[:20]!r}", field=name
+        )
+    return value
+
+
+def time_param(name: str, raw: str | None, *, required: bool = False) -> datetime | None:
+    """An ISO 8601 instant (a zone-less one is UTC), as an aware UTC datetime."""
+    if raw is None:
+        if required:
+            raise BadInputError(
+                f"{name}: required; an ISO 8601 time such as 2026-12-01T10:00:00Z", field=name
+            )
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip()) if raw.strip() else None
+        if value is not None:
+            value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        value = None
+    if value is None:
+        raise BadInputError(
+            f"{name}: not an ISO 8601 time (e.g. 2026-12-01T10:00:00Z), got {raw[:40]!r}",
+            field=name,
+        )
+    return value
+
+
+def choice_param(name: str, raw: str | None, choices: Iterable[str]) -> str | None:
+    """One of ``choices`` (e.g. a state enum's values), or None when absent."""
+    if raw is None:
+        return None
+    known = list(choices)
+    if raw not in known:
+        raise BadInputError(
+            f"{name}: must be one of {', '.join(known)}, got {raw[:40]!r}", field=name
+        )
+    return raw
+
+
+def text_param(name: str, raw: str | None, *, max_length: int = _MAX_ID_LENGTH) -> str | None:
+    """A non-empty string filter (a key, an id), or None when absent."""
+    if raw is None:
+        return None
+    if not raw or len(raw) > max_length:
+        raise BadInputError(
+            f"{name}: must be 1 to {max_length} characters, got {raw[:40]!r}", field=name
+        )
+    return raw

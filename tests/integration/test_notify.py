@@ -41,6 +41,7 @@ from workers.notify import (
     DISPATCH_SKEW_SECONDS,
     NOT_SENT_GONE,
     deliver,
+    endpoint_id,
     list_endpoints,
     list_notifications,
     record_completion,
@@ -432,10 +433,10 @@ def test_list_and_retry_a_failed_notification(app: AppContext, receiver: Receive
     deliver(app, second)
     now = utcnow()
     with session_scope(app.sessions) as session:
-        assert [row.id for row in list_notifications(session, "failed")] == [first]
+        assert [row.id for row in list_notifications(session, state="failed")] == [first]
         assert [row.id for row in list_notifications(session)] == [second, first]
         with pytest.raises(BadInputError, match="state must be one of"):
-            list_notifications(session, "lost")
+            list_notifications(session, state="lost")
         with pytest.raises(BadInputError, match="limit"):
             list_notifications(session, limit=0)
         with pytest.raises(BadInputError, match="already delivered"):
@@ -613,8 +614,8 @@ def test_retrying_a_gone_notification_re_enables_its_url(
         listed = client.get("/notifications/endpoints", headers=AUTH).get_json()
         assert listed == {
             "endpoints": [
-                {"url": receiver.url + "?…", "state": "active", "gone_at": None,
-                 "gone_status": None},
+                {"id": endpoint_id(secret_url), "url": receiver.url + "?…",
+                 "state": "active", "gone_at": None, "gone_status": None},
             ]
         }  # fmt: skip
 
@@ -661,11 +662,11 @@ def test_list_endpoints_reports_configured_urls_in_order(two_urls: AppContext) -
     ]
 
 
-def test_the_migrations_reach_head_0003_and_go_back(database_url: str) -> None:
+def test_the_migrations_reach_head_0004_and_go_back(database_url: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(cache.db._MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    assert ScriptDirectory.from_config(config).get_current_head() == "0003"
+    assert ScriptDirectory.from_config(config).get_current_head() == "0004"
     engine = make_engine(database_url)
     try:
         assert_migrated(engine)
@@ -685,7 +686,7 @@ def test_the_migrations_reach_head_0003_and_go_back(database_url: str) -> None:
         assert "app_endpoints" not in inspect(engine).get_table_names()
         indexes = {index["name"] for index in inspect(engine).get_indexes("sync_runs")}
         assert "ix_sync_runs_event" not in indexes
-        with pytest.raises(ConfigError, match="expected '0003'"):
+        with pytest.raises(ConfigError, match="expected '0004'"):
             assert_migrated(engine)
         command.upgrade(config, "head")
         assert_migrated(engine)
