@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from config.errors import BadInputError
 
-__all__ = ["AGES", "parse_time", "time_value"]
+__all__ = ["AGES", "parse_time"]
 
 #: The ages offered next to the "since" box, as (value, label).
 AGES: tuple[tuple[str, str], ...] = (
@@ -55,10 +55,3 @@ def parse_time(raw: str | None, *, field: str, now: datetime) -> datetime | None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def time_value(value: datetime | None) -> str:
-    """``value`` as a ``datetime-local`` input shows it (UTC, to the second); "" for None."""
-    if value is None:
-        return ""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -21,11 +21,11 @@ from cache.models import SyncRun, WebhookEvent, WebhookState, utcnow
 from config.errors import BadInputError
 from ingress.auth import current_context
 from ingress.console.blueprint import bp, page
-from ingress.console.filters import AGES, parse_time, time_value
-from ingress.webhooks import replay_and_enqueue
+from ingress.console.filters import AGES, parse_time
+from ingress.webhooks import redact_headers, replay_and_enqueue
 from workers.events import connection_ids, get_event, list_events, runs_of_events
 
-__all__ = ["RunOutcome", "event_detail", "replay", "summarize_result", "webhooks"]
+__all__ = ["RunOutcome", "event_detail", "replay_webhook", "summarize_result", "webhooks"]
 
 #: Events on one page of the list.
 PAGE_SIZE = 50
@@ -109,7 +109,7 @@ def event_detail(event_id: str) -> Any:
 
 
 @bp.post("/webhooks/<event_id>/replay")
-def replay(event_id: str) -> Response:
+def replay_webhook(event_id: str) -> Response:
     """Route the event again (dedupe bypassed) and queue what it produced."""
     try:
         result = replay_and_enqueue(current_context(), event_id)
@@ -141,9 +141,7 @@ def summarize_result(result: dict[str, Any] | None) -> str:
 def _outcomes(session: Any, event_ids: list[str]) -> dict[str, list[RunOutcome]]:
     runs = runs_of_events(session, event_ids)
     names = connection_ids(session, [run.connection_pk for found in runs.values() for run in found])
-    return {
-        event_id: [_outcome(run, names) for run in found] for event_id, found in runs.items()
-    }
+    return {event_id: [_outcome(run, names) for run in found] for event_id, found in runs.items()}
 
 
 def _outcome(run: SyncRun, names: dict[int, str]) -> RunOutcome:
@@ -167,11 +165,3 @@ def _body_text(raw: bytes | None) -> str:
 def _charts() -> list[tuple[str, Any]]:
     """The two SVG charts at the top of the page (``ingress.console.charts``)."""
     return []
-
-
-def redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Placeholder until the shared redaction lands (workers.events)."""
-    return dict(headers)
-
-
-_ = time_value
