@@ -44,11 +44,14 @@ from workers import schedules
 from workers.enqueue import enqueue_after_commit
 from workers.execution import record_store
 
-__all__ = ["bp"]
+__all__ = ["Targets", "bp", "control_syncs", "sync_status", "trigger_syncs"]
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("syncs", __name__)
+
+#: Picks the (connection, sync names) pairs an operation acts on, inside its transaction.
+Targets = Callable[[Session], list[tuple[Connection, list[str]]]]
 
 #: Nango's legacy ``sync_mode`` values, as the options they stand for.
 _SYNC_MODES = {
@@ -65,10 +68,39 @@ def trigger() -> Response:
     ctx = current_context()
     body = json_body()
     options = _trigger_options(body)
+    trigger_syncs(ctx, lambda session: _targets(ctx, session, body), options)
+    return jsonify({"success": True})
+
+
+@bp.post("/sync/pause")
+@require_api_key
+def pause() -> Response:
+    """Stop scheduling the syncs; a run in flight finishes; webhooks still run (as in Nango)."""
+    return _control(schedules.pause)
+
+
+@bp.post("/sync/start")
+@require_api_key
+def start() -> Response:
+    """Resume the syncs on their frequency grid (a never-run sync runs at once)."""
+    return _control(schedules.start)
+
+
+def trigger_syncs(ctx: AppContext, targets: Targets, options: dict[str, Any]) -> None:
+    """Start a poll run of each target sync now (``POST /sync/trigger``, the console).
+
+    A sync already running is acknowledged without a second run.
+
+    Args:
+        ctx: The app context.
+        targets: Picks the connections and syncs, inside the transaction.
+        options: ``{"reset": True}`` for a full run; ``"emptyCache"`` also drops the
+            models' records before it.
+    """
     run_ids: list[int] = []
     to_empty: list[tuple[int, list[str]]] = []
     with session_scope(ctx.sessions) as session:
-        for connection, names in _targets(ctx, session, body):
+        for connection, names in targets(session):
             for name in names:
                 created = schedules.trigger(
                     session,
@@ -91,21 +123,14 @@ def trigger() -> Response:
     for connection_pk, models in to_empty:
         _empty_cache(ctx, connection_pk, models)
     enqueue_after_commit(ctx, run_ids=run_ids)
-    return jsonify({"success": True})
 
 
-@bp.post("/sync/pause")
-@require_api_key
-def pause() -> Response:
-    """Stop scheduling the syncs; a run in flight finishes; webhooks still run (as in Nango)."""
-    return _control(schedules.pause)
-
-
-@bp.post("/sync/start")
-@require_api_key
-def start() -> Response:
-    """Resume the syncs on their frequency grid (a never-run sync runs at once)."""
-    return _control(schedules.start)
+def control_syncs(ctx: AppContext, action: Callable[..., Any], targets: Targets) -> None:
+    """Apply ``schedules.pause`` or ``schedules.start`` to the targets in one transaction
+    (``POST /sync/pause``, ``/sync/start``, the console)."""
+    with session_scope(ctx.sessions) as session:
+        for connection, names in targets(session):
+            action(session, ctx.integrations, connection, names, utcnow())
 
 
 @bp.get("/sync/status")
@@ -127,7 +152,7 @@ def status() -> Response:
         return jsonify(
             {
                 "syncs": [
-                    _status_of(session, connection, integration.syncs[name])
+                    sync_status(session, connection, integration.syncs[name])
                     for connection in connections
                     for name in names
                 ]
@@ -171,9 +196,7 @@ def update_frequency() -> Response:
 def _control(action: Callable[..., Any]) -> Response:
     ctx = current_context()
     body = json_body()
-    with session_scope(ctx.sessions) as session:
-        for connection, names in _targets(ctx, session, body):
-            action(session, ctx.integrations, connection, names, utcnow())
+    control_syncs(ctx, action, lambda session: _targets(ctx, session, body))
     return jsonify({"success": True})
 
 
@@ -291,7 +314,21 @@ def _empty_cache(ctx: AppContext, connection_pk: int, models: list[str]) -> None
             record_store(ctx).empty(connection_pk, models)
 
 
-def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> dict[str, Any]:
+def sync_status(
+    session: Session,
+    connection: Connection,
+    sync: SyncConfig,
+    record_counts: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One sync's ``/sync/status`` entry for one connection (Nango's keys).
+
+    Args:
+        session: A read session.
+        connection: The connection.
+        sync: The sync's configuration.
+        record_counts: Live records by model when the caller counted them already (the
+            console counts a connection's models in one query); counted here when None.
+    """
     schedule = session.scalars(
         select(Schedule).where(
             Schedule.connection_pk == connection.id, Schedule.sync_name == sync.name
@@ -299,17 +336,7 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
     ).first()
     latest = _last_poll(session, connection, sync)
     finished = _last_poll(session, connection, sync, RunState.SUCCESS, RunState.ERROR)
-    counts = dict(
-        session.execute(
-            select(Record.model, func.count())
-            .where(
-                Record.connection_pk == connection.id,
-                Record.model.in_(list(sync.output)),
-                Record.deleted_at.is_(None),
-            )
-            .group_by(Record.model)
-        ).all()
-    )
+    counts = record_counts if record_counts is not None else _count(session, connection, sync)
     frequency_seconds = (schedule.frequency_seconds if schedule else None) or sync.interval_seconds
     return {
         "id": schedule.id if schedule else None,
@@ -326,6 +353,20 @@ def _status_of(session: Session, connection: Connection, sync: SyncConfig) -> di
         "latestExecutionStatus": _execution_word(latest),
         "recordCount": {model: int(counts.get(model, 0)) for model in sync.output},
     }
+
+
+def _count(session: Session, connection: Connection, sync: SyncConfig) -> dict[str, int]:
+    """Live records of the sync's models, by model (one grouped query)."""
+    rows = session.execute(
+        select(Record.model, func.count())
+        .where(
+            Record.connection_pk == connection.id,
+            Record.model.in_(list(sync.output)),
+            Record.deleted_at.is_(None),
+        )
+        .group_by(Record.model)
+    ).all()
+    return {model: int(count) for model, count in rows}
 
 
 def _last_poll(
