@@ -206,7 +206,7 @@ def configure_logging(
     """Send every logger's records to ``stream`` (stderr) in ``log_format``, from ``level``.
 
     Replaces the handler an earlier call installed and leaves other handlers alone (a
-    test runner's capture, for one).
+    test runner's capture, for one). Warnings are logged too (``py.warnings``).
 
     Returns:
         The installed handler, for callers that must format other loggers the same way.
@@ -220,4 +220,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Warnings (Celery's "running as root", a library's deprecation) become log lines in
+    # the same format instead of bare text on stderr.
+    logging.captureWarnings(True)
     return handler

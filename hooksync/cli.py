@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -97,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the processes it execs configure theirs again (gunicorn's logger class, Celery's
         # setup_logging signal).
         configure_logging(*load_log_options())
+        # Alembic logs each plugin it sets up at INFO on every start-up check; its
+        # warnings are what an operator needs.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         return int(args.handler(args) or 0)
     except InstallError as error:
         print(f"hooksync {error.process}: {error}", file=sys.stderr)

@@ -159,6 +159,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         )
     log.info("webhook received and queued (%d bytes)", len(raw))
     count_received(provider_config_key, "accepted")
+    log.info("webhook received and queued (%d bytes)", len(raw))
     return jsonify({"status": "accepted", "id": event["id"]}), 202
 
 

@@ -166,11 +166,13 @@ def _refuse_unmigrated(celery: Any, process: str) -> None:
         raise SystemExit(1) from None
 
 
+@signals.celeryd_init.connect
 @signals.setup_logging.connect
 def _on_setup_logging(**_: Any) -> None:
     # Connected, so Celery configures no logging of its own (worker and beat): every line,
     # its task received/succeeded lines included, goes through config.logs in
     # HOOKSYNC_LOG_FORMAT, with the ids the task binds. Prefork children inherit it.
+    # celeryd_init comes earlier, before the worker's first warning (running as root).
     configure_logging(*load_log_options())
 
 

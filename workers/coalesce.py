@@ -34,6 +34,7 @@ from cache.lock import connection_locks
 from cache.store import PendingWrite
 from config.errors import HooksyncError
 from config.integrations import Integrations
+from config.logs import log_context
 from workers.execution import (
     MAX_ERROR_CHARS,
     LeaseHeartbeat,
@@ -43,6 +44,7 @@ from workers.execution import (
     classify_error,
     decrypt_cached,
     finish_runs,
+    log_fields,
     record_store,
     report_failure,
     resolve_sync,
@@ -166,11 +168,13 @@ def _run_group(
     path = script_path(ctx.settings.integrations_dir, lead.provider_config_key, sync.name)
     secrets = secret_values(credentials)
     for claim in claims:
-        runtime = build_runtime(
-            ctx, claim, provider, sync, dict(credentials), heartbeat, deferred=group.deferred
-        )
-        group.runtimes.append(runtime)
-        group.errors.append(_call(handler, runtime, claim, path, secrets))
+        # The handler's lines (its nango.log calls, its failure) carry this run's ids.
+        with log_context(**log_fields(claim)):
+            runtime = build_runtime(
+                ctx, claim, provider, sync, dict(credentials), heartbeat, deferred=group.deferred
+            )
+            group.runtimes.append(runtime)
+            group.errors.append(_call(handler, runtime, claim, path, secrets))
     return group
 
 

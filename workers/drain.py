@@ -23,13 +23,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from cache.context import AppContext
 from config.errors import RetriableError
+from config.logs import log_context
 from workers import inbox
 from workers.coalesce import execute_webhook_runs
 from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
-from workers.events import route_events
+from workers.events import RouteResult, route_events
+from workers.execution import log_fields
 from workers.notify import deliver_many
 from workers.runs import Claim
 
@@ -108,6 +111,7 @@ def _process(ctx: AppContext, entries: list[inbox.InboxEntry]) -> bool:
         wake_drain(ctx)
         return False
     inbox.ack(ctx.redis, [entry.entry_id for entry in entries])
+    _log_routed(events, results)
 
     claimed: list[Claim] = []
     queued: list[int] = []
@@ -143,6 +147,28 @@ def _process(ctx: AppContext, entries: list[inbox.InboxEntry]) -> bool:
         (time.perf_counter() - executed) * 1000,
     )
     return True
+
+
+def _log_routed(events: list[dict[str, Any]], results: list[RouteResult | None]) -> None:
+    """One line per event routed, and one per run it made, each with the event's ids."""
+    for event, result in zip(events, results, strict=True):
+        if result is None:  # malformed, logged by route_events
+            continue
+        with log_context(event_id=event.get("id"), integration=event.get("provider_config_key")):
+            logger.info(
+                "webhook routed: %s, %d run(s)",
+                result.state,
+                len(result.run_ids),
+                extra={"state": result.state},
+            )
+            for claim in result.claims:
+                logger.info(
+                    "webhook routed to connection %r sync %r as run %s",
+                    claim.connection_id,
+                    claim.sync_name,
+                    claim.run_id,
+                    extra=log_fields(claim),
+                )
 
 
 def _best_effort(

@@ -18,6 +18,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 
 from config.errors import RetriableError
+from config.logs import log_context
 from workers.celery_app import context_of
 from workers.drain import drain_inbox
 from workers.enqueue import enqueue_notifications, enqueue_runs
@@ -95,12 +96,16 @@ def register_tasks(celery: Celery) -> None:
     @task("hooksync.run_sync")
     def run_sync(self: Task, run_id: int) -> None:
         ctx = context_of(self.app)
-        with classified("run_sync", run_id):
+        # Outermost, so the shim's own error line carries the run id too.
+        with log_context(run_id=run_id), classified("run_sync", run_id):
             notification_ids = execute_run(ctx, int(run_id), worker_id=self.request.hostname)
             enqueue_notifications(ctx, notification_ids)
 
     @task("hooksync.deliver_notification")
     def deliver_notification(self: Task, notification_id: int) -> None:
         ctx = context_of(self.app)
-        with classified("deliver_notification", notification_id):
+        with (
+            log_context(notification_id=notification_id),
+            classified("deliver_notification", notification_id),
+        ):
             deliver(ctx, int(notification_id))

@@ -61,6 +61,8 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
             "HOOKSYNC_WEBHOOK_SIGNING_KEY": signing_key,
             "HOOKSYNC_APP_WEBHOOK_URLS": f"{receiver_server.url}/hooks/hooksync",
             "HOOKSYNC_TICK_SECONDS": "1",
+            # The production shape: every test reads JSON logs (tests/e2e/test_logs.py).
+            "HOOKSYNC_LOG_FORMAT": "json",
             "TASKTRACKER_BASE_URL": tracker_server.url,
             "TASKTRACKER_WEBHOOK_SECRET": tracker.webhook_secret,
         }
