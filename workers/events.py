@@ -191,9 +191,9 @@ def route_events(
         ) from error
     # Committed: count each event recorded now (a redelivered one was counted before).
     metrics.count_routed(
-        (str(events[index].get("provider_config_key")), result.state)
+        (str(events[index].get("provider_config_key")), recorded.state)
         for index, _ in fresh.values()
-        if (result := results[index]) is not None
+        if (recorded := results[index]) is not None
     )
     return results
 
