@@ -631,6 +631,24 @@ class RecordStore:
         with read_scope(self._sessions) as session:
             return int(session.execute(query).scalar() or 0)
 
+    def count_by_model(self, connection_pk: int, models: Iterable[str]) -> dict[str, int]:
+        """Live records of each of ``models`` (0 for a model with none), one grouped query."""
+        names = sorted(set(models))
+        if not names:
+            return {}
+        query = (
+            select(_records.c.model, func.count())
+            .where(
+                _records.c.connection_pk == connection_pk,
+                _records.c.model.in_(names),
+                _records.c.deleted_at.is_(None),
+            )
+            .group_by(_records.c.model)
+        )
+        with read_scope(self._sessions) as session:
+            counts = {str(model): int(count) for model, count in session.execute(query).all()}
+        return {name: counts.get(name, 0) for name in names}
+
     def list_records(
         self,
         connection_pk: int,

@@ -22,7 +22,7 @@ from config.integrations import IntegrationConfig, ModelConfig, SyncConfig
 from ingress.auth import current_context, require_api_key
 from workers.app_signatures import whsec_secret
 
-__all__ = ["bp", "describe_integration", "scripts_config"]
+__all__ = ["SIGNATURE_HEADER", "bp", "describe_integration", "scripts_config", "signing_secrets"]
 
 bp = Blueprint("integrations", __name__)
 
@@ -83,8 +83,7 @@ def get_signing_secret() -> Response:
     During a rotation (two ``HOOKSYNC_WEBHOOK_SIGNING_KEY`` values) every active key is
     listed, the one that also signs ``X-Nango-Hmac-Sha256`` first.
     """
-    keys = current_context().settings.webhook_signing_keys
-    secrets = [whsec_secret(key) for key in keys]
+    secrets = signing_secrets(current_context().settings.webhook_signing_keys)
     response = jsonify(
         {
             "standard_webhooks_secret": secrets[0] if secrets else None,
@@ -95,6 +94,11 @@ def get_signing_secret() -> Response:
     # A secret: keep it out of shared caches and browser history.
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def signing_secrets(keys: Iterable[str]) -> list[str]:
+    """The ``whsec_…`` secrets of the signing keys, the active (signing) one first."""
+    return [whsec_secret(key) for key in keys]
 
 
 def describe_integration(integration: IntegrationConfig) -> dict[str, Any]:

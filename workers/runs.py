@@ -44,6 +44,7 @@ __all__ = [
     "discard",
     "insert_poll_run",
     "insert_poll_runs",
+    "last_finished_runs",
     "last_merging_strategies",
     "new_webhook_run",
     "oldest_queued",
@@ -438,3 +439,30 @@ def oldest_queued(session: Session) -> datetime | None:
         .order_by(SyncRun.created_at)
         .limit(1)
     )
+
+
+def last_finished_runs(
+    session: Session, connection_pk: int, sync_names: list[str]
+) -> dict[str, SyncRun]:
+    """The newest finished run (poll or webhook) of each sync of a connection.
+
+    Args:
+        session: A read session.
+        connection_pk: The connection's primary key.
+        sync_names: The syncs to look up; one without a finished run is absent.
+    """
+    found: dict[str, SyncRun] = {}
+    for name in sync_names:
+        run = session.scalars(
+            select(SyncRun)
+            .where(
+                SyncRun.connection_pk == connection_pk,
+                SyncRun.sync_name == name,
+                SyncRun.finished_at.is_not(None),
+            )
+            .order_by(SyncRun.id.desc())
+            .limit(1)
+        ).first()
+        if run is not None:
+            found[name] = run
+    return found

@@ -8,6 +8,7 @@ without an import cycle.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -15,7 +16,7 @@ from flask import Blueprint, render_template
 
 from ingress.console.auth import csrf_field, is_logged_in, register
 
-__all__ = ["NAV", "bp", "hooksync_version", "page"]
+__all__ = ["NAV", "bp", "hooksync_version", "page", "when"]
 
 bp = Blueprint(
     "console",
@@ -61,6 +62,16 @@ def page(template: str, *, title: str, section: str | None = None, **values: Any
 def nav() -> tuple[tuple[str, str], ...]:
     """The nav entries, for the base layout."""
     return NAV
+
+
+@bp.app_template_filter("when")
+def when(value: datetime | None) -> str:
+    """A time as ``2026-01-31 12:00:05 UTC`` (``—`` for none); naive times are UTC."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @bp.context_processor
