@@ -371,14 +371,16 @@ def _counts(value: Any) -> str:
 
 
 def _runs(event: dict[str, Any]) -> str:
-    """The event's runs as ``2: success 1, error 1`` (or the count alone)."""
+    """The runs an event caused, ``acme/tasks success, beta/tasks error`` (or their count)."""
     runs = event.get("runs")
     if isinstance(runs, list):
-        states: dict[str, int] = {}
-        for run in runs:
-            state = str(run.get("state", "?")) if isinstance(run, dict) else "?"
-            states[state] = states.get(state, 0) + 1
-        summary = ", ".join(f"{state} {count}" for state, count in states.items())
-        return f"{len(runs)}: {summary}" if runs else "0"
+        return (
+            ", ".join(
+                f"{run.get('connection_id')}/{run.get('sync_name')} {run.get('state')}"
+                for run in runs
+                if isinstance(run, dict)
+            )
+            or "none"
+        )
     count = event.get("runs_count")
     return "-" if count is None else str(count)

@@ -64,8 +64,9 @@ def parse_when(value: str, option: str, *, now: datetime | None = None) -> str:
         ) from None
 
 
-def cell(value: Any) -> str:
-    """One value as a table cell: ``-`` for nothing, compact JSON for structures."""
+def cell(value: Any, limit: int | None = MAX_CELL) -> str:
+    """One value as a table cell: ``-`` for nothing, compact JSON for structures; cut at
+    ``limit`` characters (None: whole)."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
@@ -75,7 +76,7 @@ def cell(value: Any) -> str:
     else:
         text = str(value)
     text = " ".join(text.split())  # a newline or tab would break the columns
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
 
 def short_time(value: Any) -> str:
@@ -100,6 +101,8 @@ def print_table(
 ) -> None:
     """Aligned columns under a header; ``empty`` alone when there are no rows.
 
+    Cells longer than ``MAX_CELL`` are cut, except in the last column.
+
     Args:
         headers: Column titles.
         rows: The cells, already formatted or formatted here by ``cell``.
@@ -110,7 +113,12 @@ def print_table(
     if not rows:
         print(empty, file=out)
         return
-    cells = [[cell(value) for value in row] for row in rows]
+    # The last column is never cut: nothing to its right needs aligning.
+    last = len(headers) - 1
+    cells = [
+        [cell(value, None if index == last else MAX_CELL) for index, value in enumerate(row)]
+        for row in rows
+    ]
     widths = [
         max(len(headers[index]), *(len(row[index]) for row in cells))
         for index in range(len(headers))
