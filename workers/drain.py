@@ -156,7 +156,7 @@ def _log_routed(events: list[dict[str, Any]], results: list[RouteResult | None])
             continue
         with log_context(event_id=event.get("id"), integration=event.get("provider_config_key")):
             logger.info(
-                "webhook routed: %s, %d run(s)",
+                "webhook recorded: %s, %d run(s)",
                 result.state,
                 len(result.run_ids),
                 extra={"state": result.state},

@@ -194,8 +194,10 @@ class NangoRuntime:
         self.set_metadata({**self._metadata, **metadata})
 
     def log(self, *args: Any, level: str = "info") -> None:
-        """Log a line attributed to this execution."""
-        message = " ".join(str(arg) for arg in args)
+        """Log a line attributed to this execution, the connection's credentials masked."""
+        # A script that logs its connection (or a response echoing the token) must not
+        # put the credentials into the worker's log.
+        message = self.redact(" ".join(str(arg) for arg in args))
         script_logger.log(
             _LOG_LEVELS.get(str(level).lower(), logging.INFO),
             "[run %s %s/%s %s] %s",

@@ -339,6 +339,14 @@ def test_script_log_is_attributed(caplog: pytest.LogCaptureFixture) -> None:
     assert "[run 1 tasktracker/tasks conn-1] fetched 3 tasks" in record.getMessage()
 
 
+def test_script_log_masks_the_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    nango, _ = make_runtime()
+    with caplog.at_level(logging.INFO, logger="hooksync.script"):
+        nango.log("connection:", nango.get_connection())
+    assert "sk-very-secret" not in caplog.text
+    assert "***" in caplog.records[-1].getMessage()
+
+
 def test_classify_error() -> None:
     assert classify_error(ExternalAPIError("GET /x returned 404: no"))[0] == "external_api_error"
     assert classify_error(ExternalAPIUnavailable("GET /x returned 503"))[0] == "external_api_error"
