@@ -67,11 +67,13 @@ STARTUP_IMPORTS: dict[str, dict[str, str]] = {
         "redis": "the Redis client",
         TRANSPORT: "Celery's Redis transport",
         "gunicorn.app.wsgiapp": "gunicorn",
+        "prometheus_client": "the metrics client",
         "ingress.app": "the web application",
     },
     "worker": {
         "redis": "the Redis client",
         TRANSPORT: "Celery's Redis transport",
+        "prometheus_client": "the metrics client",
         "hooksync.tasks": "the Celery application",
     },
     "beat": {

@@ -22,11 +22,14 @@ import logging
 import os
 from pathlib import Path
 
-from workers.metrics import MULTIPROC_ENV
-
-__all__ = ["prepare_metrics_dir", "remove_dead_files"]
+__all__ = ["MULTIPROC_ENV", "prepare_metrics_dir", "remove_dead_files"]
 
 log = logging.getLogger(__name__)
+
+#: prometheus_client's variable (``workers.metrics.MULTIPROC_ENV``), spelled out here so the
+#: command imports neither Celery nor prometheus_client before ``check_imports`` can name
+#: a missing one as an installation problem.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def prepare_metrics_dir(var_dir: Path) -> Path:

@@ -69,6 +69,7 @@ def test_a_missing_transport_dependency_is_named_not_blamed_on_redis(
         ("web", "redis", "the Redis client (redis)"),
         ("web", "flask", "the web application (ingress.app)"),
         ("worker", "celery", "the Celery application (hooksync.tasks)"),
+        ("worker", "prometheus_client", "the metrics client (prometheus_client)"),
         ("beat", "celery", "the Celery application (hooksync.tasks)"),
     ],
 )
