@@ -37,6 +37,7 @@ from ingress.provider_signatures import SignatureError, get_scheme
 from workers import events
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import RouteResult, replay_event
+from workers.rejections import count_rejection
 from workers.routing import parse_body
 
 __all__ = [
@@ -79,6 +80,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     integration = ctx.integrations.by_key.get(provider_config_key)
     if integration is None:
         count_received(UNKNOWN_INTEGRATION, "rejected", "unknown_integration")
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return error_response(
             404,
             "unknown_integration",
@@ -88,11 +90,13 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     limit = ctx.settings.max_webhook_bytes
     if request.content_length is not None and request.content_length > limit:
         count_received(provider_config_key, "rejected", "payload_too_large")
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return _too_large(limit)
     # Content-Length can be absent (chunked) or wrong: read at most limit + 1 bytes.
     raw = _read_body(limit)
     if len(raw) > limit:
         count_received(provider_config_key, "rejected", "payload_too_large")
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return _too_large(limit)
 
     headers = {name.lower(): value for name, value in request.headers.items()}
@@ -100,6 +104,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     signature = provider.webhook.signature
     if signature.scheme != "none" and not provider.webhook_secrets:
         count_received(provider_config_key, "rejected", "webhook_secret_missing")
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return error_response(
             401,
             "webhook_secret_missing",
@@ -119,12 +124,14 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         )
     except SignatureError as error:
         count_received(provider_config_key, "rejected", error.code)
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return error_response(401, error.code, str(error), field=error.field)
 
     try:
         body = parse_body(raw, headers.get("content-type"))
     except BadInputError as error:
         count_received(provider_config_key, "rejected", error.code)
+        count_rejection(ctx.redis, time.time())  # the chart's door count
         return error_response(400, error.code, str(error), field=error.field)
 
     if isinstance(body, dict) and body.get("type") == "url_verification" and "challenge" in body:

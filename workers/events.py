@@ -57,6 +57,7 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "RouteResult",
     "connection_ids",
+    "count_per_minute",
     "get_event",
     "list_events",
     "mark_processed",
@@ -775,3 +776,25 @@ _EVENTS_PROCESSED = (
     .values(state=WebhookState.PROCESSED.value)
     .execution_options(synchronize_session=False)
 )
+
+
+# -- reads for the console's chart ----------------------------------------------------------
+
+
+def count_per_minute(session: Session, since: datetime) -> list[tuple[str, str, int]]:
+    """Stored events received since ``since``, counted by minute and state (one query).
+
+    Returns:
+        ``[(minute, state, count)]``, the minute as ``YYYY-MM-DD HH:MM`` in UTC.
+    """
+    column = WebhookEvent.received_at
+    if session.get_bind().dialect.name == "postgresql":
+        minute = func.to_char(func.date_trunc("minute", column), "YYYY-MM-DD HH24:MI")
+    else:  # SQLite: the naive UTC text sorts and cuts like an ISO time
+        minute = func.strftime("%Y-%m-%d %H:%M", column)
+    rows = session.execute(
+        select(minute, WebhookEvent.state, func.count())
+        .where(column >= since)
+        .group_by(minute, WebhookEvent.state)
+    ).all()
+    return [(str(at), str(state), int(count)) for at, state, count in rows]

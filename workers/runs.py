@@ -37,11 +37,13 @@ from cache.db import update_where
 from cache.models import Connection, RunKind, RunState, RunSyncType, Schedule, SyncRun
 
 __all__ = [
+    "MAX_DURATION_ROWS",
     "MERGING_STRATEGIES",
     "Claim",
     "RunWrites",
     "claim",
     "discard",
+    "durations_since",
     "insert_poll_run",
     "insert_poll_runs",
     "last_finished_runs",
@@ -466,3 +468,29 @@ def last_finished_runs(
         if run is not None:
             found[name] = run
     return found
+
+
+#: At most this many runs are read for the durations chart (an hour of a busy deployment).
+MAX_DURATION_ROWS = 50_000
+
+
+def durations_since(session: Session, since: datetime) -> list[tuple[str, str, float]]:
+    """``[(integration, sync, seconds)]`` of the runs finished since ``since`` (started ones
+    only), newest first, at most :data:`MAX_DURATION_ROWS`."""
+    rows = session.execute(
+        select(
+            Connection.provider_config_key,
+            SyncRun.sync_name,
+            SyncRun.started_at,
+            SyncRun.finished_at,
+        )
+        .join(Connection, Connection.id == SyncRun.connection_pk)
+        .where(SyncRun.finished_at >= since, SyncRun.started_at.is_not(None))
+        .order_by(SyncRun.finished_at.desc())
+        .limit(MAX_DURATION_ROWS)
+    ).all()
+    return [
+        (key, name, max(0.0, (finished - started).total_seconds()))
+        for key, name, started, finished in rows
+        if started is not None and finished is not None
+    ]

@@ -8,7 +8,8 @@ them to :data:`bp` when imported here.
 
 from __future__ import annotations
 
-from flask import Flask, Response, redirect, url_for
+from flask import Flask, redirect, url_for
+from werkzeug.wrappers import Response
 
 from ingress.console import (  # noqa: F401  (imported for the views they add to bp)
     connections,

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
-    Response,
     redirect,
     render_template,
     request,
@@ -26,6 +25,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from markupsafe import Markup, escape
+from werkzeug.wrappers import Response
 
 from ingress.auth import current_context, has_valid_api_key
 

@@ -4,8 +4,13 @@ a real database and Redis."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +22,16 @@ from cache.context import AppContext
 from cache.db import read_scope
 from cache.models import SyncRun
 from ingress.app import create_app
+from ingress.console.charts import duration_rows, durations_chart, webhook_chart, webhook_series
+from ingress.webhooks import build_event
 from tests.support.auth import API_KEY, AUTH
 from tests.support.integrations import write_integrations
 from tests.support.rows import load_run, schedule_of, trigger_run
+from tests.support.tasktracker import TASKTRACKER_ENV
 from workers.app_signatures import whsec_secret
+from workers.events import route_event
 from workers.execution import execute_run
+from workers.rejections import KEY_PREFIX
 
 KEY = "tasktracker"
 
@@ -61,6 +71,7 @@ providers:
         {scheme: hmac-sha256, header: X-Tracker-Signature, encoding: hex, prefix: "sha256="}
       event_type: {header: X-Tracker-Event}
       connection: {path: workspace_id, match: metadata.workspace_id}
+      delivery_id: {header: X-Tracker-Delivery}
 """
 
 #: ``tasks`` sets a merging strategy and saves two tasks; the others do nothing.
@@ -459,3 +470,69 @@ def test_settings_shows_the_whsec_secret_redacted_urls_and_version(
     assert "hook-password" not in html and "query-secret" not in html
     assert re.search(r'class="version-number">[^<]+<', html)
     assert "navigator.clipboard.writeText" in html
+
+
+# --- charts (placed on the Webhooks page) -----------------------------------------------
+
+
+def tracker_event(delivery: str) -> dict[str, Any]:
+    headers = {"X-Tracker-Event": "task.created", "X-Tracker-Delivery": delivery}
+    raw = json.dumps({"workspace_id": "nobody"}).encode()
+    return build_event(
+        KEY, method="POST", url=f"http://h/webhook/{KEY}", headers=headers.items(), raw=raw
+    )
+
+
+def signed(body: bytes) -> dict[str, str]:
+    secret = TASKTRACKER_ENV["TASKTRACKER_WEBHOOK_SECRET"].encode()
+    digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return {
+        "X-Tracker-Signature": f"sha256={digest}",
+        "X-Tracker-Event": "task.created",
+        "Content-Type": "application/json",
+    }
+
+
+def door_count(ctx: AppContext) -> int:
+    return sum(int(ctx.redis.get(key) or 0) for key in ctx.redis.scan_iter(f"{KEY_PREFIX}*"))
+
+
+def test_webhook_chart_counts_accepted_duplicates_and_door_rejections(
+    client: FlaskClient, ctx: AppContext
+) -> None:
+    route_event(ctx, tracker_event("d-1"))  # stored, unrouted: accepted
+    route_event(ctx, tracker_event("d-1"))  # the same delivery again: duplicate
+    body = b'{"workspace_id": "w1"}'
+    refused = client.post(f"/webhook/{KEY}", data=body, headers=signed(b"other body"))
+    assert refused.status_code == 401
+    assert door_count(ctx) == 1
+    accepted = client.post(f"/webhook/{KEY}", data=body, headers=signed(body))
+    assert accepted.status_code == 202
+    assert door_count(ctx) == 1  # the accepted path counts nothing
+
+    labels, ok, rejected, duplicate = webhook_series(ctx, datetime.now(UTC))
+
+    assert len(labels) == len(ok) == 60
+    assert (sum(ok), sum(rejected), sum(duplicate)) == (1, 1, 1)
+    svg = ET.fromstring(str(webhook_chart(ctx)))
+    title = svg.find("{http://www.w3.org/2000/svg}title")
+    assert title is not None and title.text == (
+        "Webhooks per minute: 1 accepted, 1 rejected, 1 duplicate"
+    )
+
+
+def test_durations_chart_shows_p50_and_p95_per_sync_of_the_last_hour(
+    client: FlaskClient, ctx: AppContext
+) -> None:
+    pk = connect(client)
+    for _ in range(2):
+        execute_run(ctx, trigger_run(ctx, pk, "tasks"))
+
+    rows = duration_rows(ctx, datetime.now(UTC))
+
+    assert [(label, runs) for label, _, _, runs in rows] == [(f"{KEY}/tasks", 2)]
+    _, p50, p95, _ = rows[0]
+    assert 0 <= p50 <= p95
+    svg = ET.fromstring(str(durations_chart(ctx)))
+    (sync,) = svg.findall("{http://www.w3.org/2000/svg}g[@class='sync']")
+    assert sync.get("data-label") == f"{KEY}/tasks" and sync.get("data-runs") == "2"
