@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 
-from tests.support.browser import chromium, screenshot
+from tests.support.browser import chromium, expect, screenshot
 from tests.support.deployment import Deployment
 from tests.support.notifications import notified
 from tests.support.paths import REPO
@@ -118,7 +118,7 @@ def test_log_in_refuses_a_wrong_key_and_the_right_key_opens_the_console(
         with page.expect_response(lambda r: r.request.method == "POST") as refused:
             page.click("button[type=submit]")
         assert refused.value.status == 401
-        assert "Wrong API key" in text_of(page.locator("main"))
+        expect(page.locator("main")).to_contain_text("Wrong API key")
         assert page.locator("header nav").count() == 0
         screenshot(page, "login")
 
@@ -137,12 +137,16 @@ def test_log_in_refuses_a_wrong_key_and_the_right_key_opens_the_console(
 def test_endpoints_tab_shows_the_webhook_subscriptions(console: Page) -> None:
     console.goto("/ui/integrations")
     screenshot(console, "integrations")
-    console.click("main a:text-is('tasktracker')")
-    console.get_by_role("link", name="Endpoints").click()
-    main = text_of(console.locator("main"))
-    assert "tasks" in main and "Task" in main
-    for name in webhook_subscriptions():
-        assert console.get_by_text(name, exact=True).count() >= 1, name
+    console.locator("main").get_by_role("link", name="tasktracker", exact=True).first.click()
+    screenshot(console, "integration")
+    console.locator("nav.tabs").get_by_role("link", name="Endpoints").click()
+    assert console.locator("nav.tabs a.current").inner_text() == "Endpoints"
+
+    sync = console.locator("section#sync-tasks")
+    assert "Task" in text_of(sync.locator("dl.facts"))
+    shown = [text_of(item) for item in sync.locator("dd.subscriptions code").all()]
+    assert shown == webhook_subscriptions()
+    assert "polling only" not in text_of(sync)
     screenshot(console, "integration-endpoints")
 
 
@@ -153,26 +157,26 @@ def test_pause_and_start_a_sync_from_the_connections_page(
     console: Page, connected: Deployment
 ) -> None:
     console.goto("/ui/connections")
+    row = console.locator("main tr", has_text="acme")
+    assert "tasks" in text_of(row)
+    screenshot(console, "connections")
+    row.get_by_role("link", name="acme", exact=True).click()
+    sync = console.locator("tr#sync-tasks")
+    state = sync.locator(".badge.state")
+    assert state.inner_text() != "paused"
     assert sync_status(connected) != "PAUSED"
-    sync = console.locator("tr", has_text="tasks").filter(
-        has=console.get_by_role("button", name="Pause")
-    )
 
     sync.get_by_role("button", name="Pause").click()
-    row = console.locator("tr", has_text="tasks").filter(
-        has=console.get_by_role("button", name="Start")
-    )
-    assert "PAUSED" in text_of(row).upper()
+    expect(console.locator(".flashes")).to_contain_text("Paused tasks")
+    expect(state).to_have_text("paused")
     assert sync_status(connected) == "PAUSED"
-    screenshot(console, "connections-paused")
+    screenshot(console, "connection-paused")
 
-    row.get_by_role("button", name="Start").click()
-    sync = console.locator("tr", has_text="tasks").filter(
-        has=console.get_by_role("button", name="Pause")
-    )
-    assert "PAUSED" not in text_of(sync).upper()
+    sync.get_by_role("button", name="Start").click()
+    expect(console.locator(".flashes")).to_contain_text("Started tasks")
+    expect(state).not_to_have_text("paused")
     assert sync_status(connected) != "PAUSED"
-    screenshot(console, "connections")
+    screenshot(console, "connection")
 
 
 # --- Webhooks: a signed webhook, its outcome, a replay ----------------------------------------
@@ -201,7 +205,7 @@ def test_a_signed_webhook_shows_its_outcome_and_is_replayed_from_the_page(
     screenshot(console, "webhook-event")
 
     console.get_by_role("button", name="Replay").click()
-    assert "Replayed: 1 run queued" in text_of(console.locator(".flashes"))
+    expect(console.locator(".flashes")).to_contain_text("Replayed: 1 run queued")
     runs = console.locator("tr[data-run-id]")
     reload_until(
         console,
@@ -242,7 +246,7 @@ def test_a_failed_notification_is_retried_from_the_page_and_delivered(
 
     again = receiver.mark()
     console.get_by_role("button", name="Retry").click()
-    assert "queued for delivery again" in text_of(console.locator(".flashes"))
+    expect(console.locator(".flashes")).to_contain_text("queued for delivery again")
     delivered = receiver.wait_for(notified("WEBHOOK", updated=1), after=again)
     assert delivered.headers["webhook-id"] == webhook_id  # the same message, sent again
     reload_until(console, lambda: console.locator("h1 .badge.delivered").count() == 1, "delivered")
@@ -257,12 +261,13 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     console: Page, connected: Deployment
 ) -> None:
     console.goto("/ui/connections")
-    pause = console.locator("form", has=console.get_by_role("button", name="Pause")).first
+    console.locator("main").get_by_role("link", name="acme", exact=True).click()
+    pause = console.locator("tr#sync-tasks form", has=console.get_by_role("button", name="Pause"))
     pause.locator("input[name=csrf_token]").evaluate("input => input.remove()")
-    with console.expect_response(lambda r: r.request.method == "POST") as answer:
+    with console.expect_response(lambda response: response.request.method == "POST") as answer:
         pause.get_by_role("button", name="Pause").click()
     assert answer.value.status == 403
-    assert "Form expired or forged" in text_of(console.locator("main"))
+    expect(console.locator("main h1")).to_have_text("Form expired or forged")
     assert sync_status(connected) != "PAUSED"
 
     # A replay posted by a script without the token, as a forged cross-site form would be.
@@ -277,7 +282,18 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     assert after["id"] == event["id"] and after["runs_count"] == event["runs_count"]
 
 
-def test_settings_page(console: Page) -> None:
+# --- Settings --------------------------------------------------------------------------------
+
+
+def test_settings_show_the_signing_secret_to_copy(console: Page, connected: Deployment) -> None:
+    response = requests.get(
+        f"{connected.url}/webhooks/signing-secret", headers=connected.auth(), timeout=10
+    )
+    assert response.status_code == 200, response.text
+    secret = response.json()["standard_webhooks_secret"]
+    assert secret.startswith("whsec_")
+
     console.goto("/ui/settings")
-    assert "whsec_" in text_of(console.locator("main"))
+    assert console.locator("code#whsec-1").inner_text() == secret
+    assert "/hooks/hooksync" in text_of(console.locator("ul.app-urls"))
     screenshot(console, "settings")

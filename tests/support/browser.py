@@ -18,9 +18,9 @@ from tests.support.paths import REPO
 from tests.support.servers import skip_or_fail
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Locator, LocatorAssertions, Page
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SCREENSHOTS", "chromium", "screenshot"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SCREENSHOTS", "chromium", "expect", "screenshot"]
 
 #: Debian's chromium: the only browser the tests use (never a downloaded one).
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,3 +70,11 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def expect(locator: Locator) -> LocatorAssertions:
+    """Playwright's ``expect``: assertions that wait (up to 5 s) for the page to get there,
+    e.g. after a click whose form post and redirect are still loading."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
