@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.routing import BaseConverter
 
 from cache.credentials import (
     credentials_summary,
@@ -45,6 +47,23 @@ __all__ = ["bp", "connection_to_json"]
 log = logging.getLogger(__name__)
 
 bp = Blueprint("connections", __name__)
+
+
+class ConnectionIdConverter(BaseConverter):
+    """A path segment other than ``metadata``: ``/connections/metadata`` is its own resource.
+
+    Without it ``/connections/<connection_id>`` matches that path too, so ``OPTIONS`` (and a
+    405's ``Allow``) would advertise GET and DELETE there. A connection named ``metadata``
+    is reached through ``GET /connections?connection_id=metadata``.
+    """
+
+    regex = r"(?!metadata$)[^/]+"
+
+
+@bp.record_once
+def _register_converter(state: BlueprintSetupState) -> None:
+    # Recorded before the routes below, so it runs before their rules are compiled.
+    state.app.url_map.converters["connection_id"] = ConnectionIdConverter
 
 
 @bp.post("/connections")
@@ -103,8 +122,8 @@ def list_connections() -> Response:
         return jsonify({"connections": [connection_to_json(row) for row in rows]})
 
 
-@bp.get("/connections/<connection_id>")
-@bp.get("/connection/<connection_id>")
+@bp.get("/connections/<connection_id:connection_id>")
+@bp.get("/connection/<connection_id:connection_id>")
 @require_api_key
 def get_connection(connection_id: str) -> Response:
     """One connection with ``credentials: {"type"}`` (never a secret field)."""
@@ -117,8 +136,8 @@ def get_connection(connection_id: str) -> Response:
     return jsonify(payload)
 
 
-@bp.delete("/connections/<connection_id>")
-@bp.delete("/connection/<connection_id>")
+@bp.delete("/connections/<connection_id:connection_id>")
+@bp.delete("/connection/<connection_id:connection_id>")
 @require_api_key
 def delete_connection(connection_id: str) -> tuple[str, int]:
     """Delete a connection; its records, schedules and runs go with it (FK cascade)."""

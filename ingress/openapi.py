@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 from cache.models import NotificationState, WebhookState
 from cache.page import FILTERS, MAX_IDS, MAX_LIMIT
 from ingress.openapi_schemas import (
+    HEADER_TEXT,
     ID_PATH,
     KEY_QUERY,
     NON_EMPTY,
@@ -25,6 +26,7 @@ from ingress.openapi_schemas import (
     STRING,
     STRINGS,
     SUCCESS,
+    TEXT,
     TIME_QUERY,
     Schema,
     array_of,
@@ -94,6 +96,10 @@ Aliases not listed as paths: every `/connections…` route is also served under
 and responses. `/records/` (trailing slash, also called by that client) is listed.
 """
 
+#: What ``GET /records?filter=`` accepts: a comma list of the filter names.
+_FILTER_NAME = "(" + "|".join(sorted(FILTERS)) + ")"
+_FILTER_PATTERN = f"^[ ,]*{_FILTER_NAME}([ ,]+{_FILTER_NAME})*[ ,]*$"
+
 _TAGS = ("webhooks", "records", "connections", "syncs", "notifications", "integrations", "meta")
 
 
@@ -107,7 +113,7 @@ def _paths() -> dict[str, Schema]:
         "Nango's records API: changes since a cursor, ascending by modification sequence.",
         {"200": json_response(ref("RecordsPage"))},
         parameters=[
-            query_param("model", STRING, "The model name, e.g. `Task`.", required=True),
+            query_param("model", TEXT, "The model name, e.g. `Task`.", required=True),
             query_param("cursor", STRING, "`next_cursor` or a record's `_nango_metadata.cursor`."),
             query_param(
                 "limit",
@@ -121,17 +127,27 @@ def _paths() -> dict[str, Schema]:
             ),
             query_param(
                 "filter",
-                STRING,
+                {"type": "string", "pattern": _FILTER_PATTERN},
                 f"Comma list of {', '.join(sorted(FILTERS))}: the union of those sets.",
             ),
             {
-                **query_param("ids", {"type": "array", "items": STRING, "maxItems": MAX_IDS}, ""),
+                **query_param(
+                    "ids",
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "pattern": "[^,\\s]"},
+                        "maxItems": MAX_IDS,
+                    },
+                    "",
+                ),
                 "description": f"Record ids; repeatable or comma-separated, at most {MAX_IDS}.",
                 "style": "form",
                 "explode": True,
             },
-            {"name": "Connection-Id", "in": "header", "required": True, "schema": STRING},
-            {"name": "Provider-Config-Key", "in": "header", "required": True, "schema": STRING},
+            *(
+                {"name": name, "in": "header", "required": True, "schema": HEADER_TEXT}
+                for name in ("Connection-Id", "Provider-Config-Key")
+            ),
         ],
         errors=(400, 404),
     )
@@ -156,7 +172,12 @@ def _paths() -> dict[str, Schema]:
         "content": {"*/*": {"schema": {}}},
     }
     receiver_errors = (400, 401, 404, 413, 503)
-    connection_id = path_param("connection_id", "The connection id chosen at import.")
+    connection_id = path_param(
+        "connection_id",
+        "The connection id chosen at import (`metadata` is the metadata route; list such a "
+        "connection with `GET /connections?connection_id=metadata`).",
+        {"type": "string", "not": {"const": "metadata"}},
+    )
     metadata_body = json_body(ref("MetadataUpdate"))
     metadata_reply = {
         "200": json_response(
@@ -282,7 +303,7 @@ def _paths() -> dict[str, Schema]:
                 "One connection, with `credentials: {type}` (never a secret).",
                 {"200": json_response(ref("Connection"))},
                 parameters=[connection_id, KEY_QUERY],
-                errors=(400, 404),
+                errors=(400, 404, 405),
             ),
             "delete": operation(
                 "connections",
@@ -290,7 +311,7 @@ def _paths() -> dict[str, Schema]:
                 "Delete a connection with its records, schedules and runs.",
                 {"204": {"description": "Deleted."}},
                 parameters=[connection_id, KEY_QUERY],
-                errors=(400, 404),
+                errors=(400, 404, 405),
             ),
         },
         "/connections/metadata": {
@@ -348,9 +369,12 @@ def _paths() -> dict[str, Schema]:
                 "Each sync's state, last and next run, latest result and record counts.",
                 envelope("syncs", array_of("SyncStatus")),
                 parameters=[
-                    {**KEY_QUERY, "required": True},
+                    {**KEY_QUERY, "required": True, "schema": NON_EMPTY},
                     query_param(
-                        "syncs", STRING, "Comma list of sync names, or `*`.", required=True
+                        "syncs",
+                        {"type": "string", "pattern": "[^,\\s]"},
+                        "Comma list of sync names, or `*`.",
+                        required=True,
                     ),
                     query_param("connection_id", STRING, "Only this connection."),
                 ],

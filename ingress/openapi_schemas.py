@@ -25,6 +25,9 @@ __all__ = [
     "envelope",
     "STRING",
     "NON_EMPTY",
+    "TEXT",
+    "ID_TEXT",
+    "HEADER_TEXT",
     "TIME_QUERY",
     "ID_PATH",
     "NULLABLE_STRING",
@@ -66,6 +69,7 @@ def error_responses(*statuses: int) -> dict[str, Schema]:
         400: "BadRequest",
         401: "Unauthorized",
         404: "NotFound",
+        405: "MethodNotAllowed",
         409: "Conflict",
         413: "PayloadTooLarge",
         414: "UriTooLong",
@@ -129,6 +133,12 @@ SERVER_ERRORS = (400, 414)
 STRING: Schema = {"type": "string"}
 #: A string parameter the code needs a value for (``?key=`` empty is a 400).
 NON_EMPTY: Schema = {"type": "string", "minLength": 1}
+#: A value the code strips first: it needs a character other than white space.
+TEXT: Schema = {"type": "string", "pattern": "\\S"}
+#: An id the code strips and refuses blank, at most 255 characters.
+ID_TEXT: Schema = {"type": "string", "maxLength": 255, "pattern": "\\S"}
+#: A header value: printable ASCII (HTTP carries nothing else reliably), not blank.
+HEADER_TEXT: Schema = {"type": "string", "pattern": "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$"}
 #: An ISO 8601 time in a query (zone-less = UTC).
 TIME_QUERY: Schema = {"type": "string", "format": "date-time", "minLength": 1}
 #: A row id in a path: the databases' 64-bit integers (a larger one is a 404).
@@ -168,18 +178,18 @@ SYNC_NAMES: Schema = {
     "oneOf": [
         {
             "type": "array",
-            "items": {"oneOf": [STRING, object_schema({"name": STRING}, "name")]},
+            "items": {"oneOf": [NON_EMPTY, object_schema({"name": NON_EMPTY}, "name")]},
         },
-        STRING,
+        {"type": "string", "pattern": "[^,\\s]"},
     ],
 }
 
 CONTROL = object_schema(
     {
-        "provider_config_key": STRING,
+        "provider_config_key": NON_EMPTY,
         "syncs": SYNC_NAMES,
         "connection_id": {
-            "type": "string",
+            **NON_EMPTY,
             "description": "One connection; absent = every connection of the integration.",
         },
     },
@@ -215,8 +225,8 @@ SCHEMAS: dict[str, Schema] = {
     },
     "ConnectionCreate": object_schema(
         {
-            "provider_config_key": STRING,
-            "connection_id": {"type": "string", "maxLength": 255},
+            "provider_config_key": NON_EMPTY,
+            "connection_id": ID_TEXT,
             "credentials": ref("Credentials"),
             "metadata": {"type": "object"},
         },
@@ -242,8 +252,10 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "MetadataUpdate": object_schema(
         {
-            "provider_config_key": STRING,
-            "connection_id": {"oneOf": [STRING, {"type": "array", "items": STRING}]},
+            "provider_config_key": NON_EMPTY,
+            "connection_id": {
+                "oneOf": [ID_TEXT, {"type": "array", "items": ID_TEXT, "minItems": 1}]
+            },
             "metadata": {"type": "object"},
         },
         "provider_config_key connection_id metadata",
@@ -318,9 +330,9 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "FrequencyUpdate": object_schema(
         {
-            "provider_config_key": STRING,
-            "connection_id": STRING,
-            "sync_name": STRING,
+            "provider_config_key": NON_EMPTY,
+            "connection_id": NON_EMPTY,
+            "sync_name": NON_EMPTY,
             "frequency": {
                 "type": ["string", "null"],
                 "description": "e.g. `every 1h`; `null` restores the nango.yaml `runs`.",
@@ -569,6 +581,7 @@ RESPONSES: dict[str, Schema] = {
         ),
         ("Unauthorized", "Missing or wrong bearer key (or, on `/webhook/*`, bad signature)."),
         ("NotFound", "Unknown integration, connection, event or notification."),
+        ("MethodNotAllowed", "Not served here (`/connections/metadata` takes POST and PATCH)."),
         ("Conflict", "The connection already exists."),
         ("PayloadTooLarge", "Body over the size limit."),
         ("UriTooLong", "Request line (path and query) over the HTTP server's limit."),

@@ -101,7 +101,8 @@ def _invalid(name: str, value: str, expected: str) -> BadInputError:
 
 
 def _parse_limit(value: str | None) -> int:
-    if value is None or value == "":
+    # ``limit=`` (empty) is refused like any bad value: the OpenAPI document types it.
+    if value is None:
         return DEFAULT_LIMIT
     expected = f"an integer from 1 to {MAX_LIMIT}"
     try:
@@ -115,7 +116,7 @@ def _parse_limit(value: str | None) -> int:
 
 def _parse_modified_after(value: str | None) -> datetime | None:
     """ISO-8601; a value without a zone is taken as UTC."""
-    if value is None or value == "":
+    if value is None:
         return None
     expected = "an ISO-8601 timestamp, e.g. 2026-11-26T12:00:00Z"
     try:
