@@ -142,20 +142,21 @@ def test_records_prints_a_page_and_its_cursor(connected: Deployment) -> None:
 
 def test_webhooks_lists_an_event_with_its_runs_and_replays_it(connected: Deployment) -> None:
     mark = connected.receiver.mark()
-    sent = connected.tracker.send_webhook("task.updated", "T-1")
+    task = connected.tracker.create_task("Replay me from the CLI", notify=False)
+    sent = connected.tracker.send_webhook("task.created", task["id"])
     assert sent.status == 202
     connected.receiver.wait_for(notified("WEBHOOK"), timeout=60, after=mark)
 
     listed = json.loads(ok(hooksync(connected, "webhooks", "--integration", "tasktracker",
                                     "--since", "10m", "--json")))  # fmt: skip
     (event,) = [e for e in listed["events"] if e["delivery_id"] == sent.delivery_id]
-    assert [(run["connection_id"], run["sync_name"]) for run in event["runs"]] == [
-        ("acme", "tasks")
-    ]
+    assert ("acme", "tasks") in [(run["connection_id"], run["sync_name"]) for run in event["runs"]]
 
     mark = connected.receiver.mark()
     out = ok(hooksync(connected, "webhooks", "--replay", event["id"]))
-    assert re.fullmatch(rf"replayed event {event['id']} \(\w+\): 1 run\(s\), \d+ .*\n", out), out
+    assert re.fullmatch(
+        rf"replayed event {event['id']} \(\w+\): [1-9]\d* run\(s\), \d+ .*\n", out
+    ), out
     connected.receiver.wait_for(notified("WEBHOOK"), timeout=60, after=mark)
 
 
@@ -175,7 +176,8 @@ def test_dryrun_prints_what_a_poll_would_save(connected: Deployment) -> None:
     out = ok(hooksync(connected, "dryrun", "tasktracker", "tasks", "acme", "--full"))
     assert "dry run of tasktracker/tasks for connection 'acme': INITIAL" in out
     assert "nothing was written" in out
-    ids = {record["id"] for record in connected.records(limit=100)["records"]}
+    records = connected.records(limit=100)["records"]
+    ids = {record["id"] for record in records if not record["_nango_metadata"]["deleted_at"]}
     assert ids and all(re.search(rf"\s{task_id}\s", out) for task_id in ids)
 
 
