@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import abort, flash, redirect, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
+from cache.context import AppContext
 from cache.db import read_scope
 from cache.models import SyncRun, WebhookEvent, WebhookState, utcnow
 from config.errors import BadInputError
 from ingress.auth import current_context
 from ingress.console.blueprint import bp, page
+from ingress.console.charts import durations_chart, webhook_chart
 from ingress.console.filters import AGES, parse_time
 from ingress.webhooks import redact_headers, replay_and_enqueue
 from workers.events import connection_ids, get_event, list_events, runs_of_events
@@ -80,7 +83,7 @@ def webhooks() -> Any:
         ages=AGES,
         filters={"integration": integration, "state": state, "since": since_text},
         error=error,
-        charts=_charts(),
+        charts=_charts(ctx),
         page_size=PAGE_SIZE,
     )
     return (html, 400) if error else html
@@ -162,6 +165,10 @@ def _body_text(raw: bytes | None) -> str:
     return text
 
 
-def _charts() -> list[tuple[str, Any]]:
-    """The two SVG charts at the top of the page (``ingress.console.charts``)."""
-    return []
+def _charts(ctx: AppContext) -> list[tuple[str, Markup]]:
+    """The two SVG charts at the top of the page, as ``(caption, svg)``."""
+    now = utcnow()
+    return [
+        ("Webhooks per minute, last hour", webhook_chart(ctx, now)),
+        ("Run durations (p50 / p95), last hour", durations_chart(ctx, now)),
+    ]

@@ -142,6 +142,8 @@ def test_webhooks_list_shows_the_routing_outcome_and_filters(
 
     page = console.get("/ui/webhooks").text
     assert page.count("data-event-id=") == 3
+    charts = re.search(r'<section class="charts">(.*?)</section>', page, re.S)
+    assert charts and charts.group(1).count("<svg") == 2  # per minute, run durations
     row = _row(page, "d-routed")
     assert "acme › tasks" in row and 'class="badge queued"' in row
     assert "no run" in _row(page, "d-unrouted")
