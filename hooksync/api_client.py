@@ -165,7 +165,9 @@ def _decode(response: requests.Response, base_url: str, *, has_key: bool) -> Any
         return body
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("message"):
-        field = f" [field {error['field']}]" if error.get("field") else ""
+        named = error.get("field")
+        # Most messages start with the field already ("limit: must be …").
+        field = f" [field {named}]" if named and not error["message"].startswith(named) else ""
         raise ApiError(
             f"{error['message']}{field} (HTTP {response.status_code})",
             status=response.status_code,

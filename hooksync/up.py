@@ -176,14 +176,17 @@ def add_command(commands: Any) -> None:
         ),
     )
     parser.add_argument(
-        "--procfile", type=Path, default=Path("Procfile"), help="default: ./Procfile if present"
+        "--procfile", type=Path, help="the Procfile to run (default: ./Procfile if present)"
     )
     parser.set_defaults(handler=_up)
 
 
 def _up(args: argparse.Namespace) -> int:
     settings = load_settings()  # a bad variable stops here, once, not in four processes
-    processes = read_procfile(args.procfile) if args.procfile.is_file() else dict(BUILT_IN)
+    if args.procfile is not None and not args.procfile.is_file():
+        raise ConfigError(f"--procfile: no file {str(args.procfile)!r}")
+    procfile = args.procfile or Path("Procfile")
+    processes = read_procfile(procfile) if procfile.is_file() else dict(BUILT_IN)
     started_redis = False
     if settings.redis_url is None:
         # Started here, not by the first child, so up owns it and stops it at the end.
