@@ -182,14 +182,16 @@ def add_command(commands: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    settings = load_settings()  # a bad variable stops here, once, not in four processes
     if args.procfile is not None and not args.procfile.is_file():
         raise ConfigError(f"--procfile: no file {str(args.procfile)!r}")
     procfile = args.procfile or Path("Procfile")
     processes = read_procfile(procfile) if procfile.is_file() else dict(BUILT_IN)
+    settings = load_settings()  # a bad variable stops here, once, not in four processes
     started_redis = False
     if settings.redis_url is None:
         # Started here, not by the first child, so up owns it and stops it at the end.
+        # Imported here as in hooksync.cli: it needs the redis client, whose absence the
+        # processes' own start-up check names as an installation problem.
         from config.redis_server import embedded_redis_url, ensure_embedded_redis
 
         started_redis = not _redis_answers(embedded_redis_url(settings.var_dir))
