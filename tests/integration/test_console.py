@@ -391,7 +391,7 @@ def test_connection_page_shows_states_last_run_and_record_counts(
     row = re.search(r'<tr id="sync-tasks">(.*?)</tr>', html, re.S)
     assert row, html
     assert "Task: 2" in row.group(1)
-    assert "Task: +2 ~0 −0" in row.group(1)
+    assert "Task: 2 added, 0 updated, 0 deleted" in row.group(1)
     assert 'class="badge success"' in row.group(1)
     projects = re.search(r'<tr id="sync-projects">(.*?)</tr>', html, re.S)
     assert projects and "Project: 0" in projects.group(1) and "never" in projects.group(1)
