@@ -41,7 +41,7 @@ def count_rejection(client: redis.Redis, now: float) -> None:
         pipe.expire(key, TTL_SECONDS)
         pipe.execute()
     except redis.RedisError as error:
-        log.warning("could not count a refused webhook in Redis: %s", error)
+        log.warning("could not count a refused webhook in Redis: %s", error, exc_info=True)
 
 
 def rejections_per_minute(client: redis.Redis, minutes: Sequence[int]) -> list[int] | None:
@@ -52,6 +52,8 @@ def rejections_per_minute(client: redis.Redis, minutes: Sequence[int]) -> list[i
     try:
         values = client.mget([f"{KEY_PREFIX}{minute}" for minute in minutes])
     except redis.RedisError as error:
-        log.warning("could not read the refused-webhook counters from Redis: %s", error)
+        log.warning(
+            "could not read the refused-webhook counters from Redis: %s", error, exc_info=True
+        )
         return None
     return [int(value or 0) for value in values]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingress.console.svg import (
     format_seconds,
@@ -121,3 +123,35 @@ def test_durations_chart_without_runs_says_so() -> None:
 
     assert "no run finished" in "".join(root.itertext())
     assert root.findall("svg:g[@class='sync']", NS) == []
+
+
+counts = st.lists(st.integers(min_value=0, max_value=10_000), min_size=0, max_size=70)
+
+
+@given(st.data())
+def test_webhook_chart_is_valid_svg_with_every_value_and_bars_inside_the_plot(
+    data: st.DataObject,
+) -> None:
+    accepted = data.draw(counts)
+    size = len(accepted)
+    fixed = st.lists(st.integers(min_value=0, max_value=10_000), min_size=size, max_size=size)
+    rejected, duplicate = data.draw(fixed), data.draw(fixed)
+    labels = data.draw(st.lists(st.text(max_size=8), min_size=size, max_size=size))
+
+    root = parse(webhooks_per_minute_chart(labels, accepted, rejected, duplicate, height=180))
+
+    minutes = root.findall("svg:g[@class='minute']", NS)
+    assert [int(m.get("data-accepted", -1)) for m in minutes] == accepted
+    assert [int(m.get("data-rejected", -1)) for m in minutes] == rejected
+    assert [int(m.get("data-duplicate", -1)) for m in minutes] == duplicate
+    for minute in minutes:
+        for rect in minute.findall("svg:rect", NS):
+            assert float(rect.get("y", -1)) >= 22 - 0.1
+            assert float(rect.get("y", 0)) + float(rect.get("height", 0)) <= 180 - 20 + 0.2
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=50))
+def test_p50_never_exceeds_p95_and_both_lie_within_the_values(values: list[float]) -> None:
+    p50, p95 = percentile(values, 0.5), percentile(values, 0.95)
+
+    assert min(values) <= p50 <= p95 <= max(values)
