@@ -26,10 +26,13 @@ from workers import schedules
 from workers.execution import record_store
 from workers.runs import last_finished_runs
 
-__all__ = ["connection", "connection_action", "connections"]
+__all__ = ["MAX_LISTED", "connection", "connection_action", "connections"]
 
 #: The nav entry these pages belong to.
 _SECTION = "console.connections"
+
+#: The connections list shows at most this many (filter by integration to see others).
+MAX_LISTED = 500
 
 #: The console's sync actions: the schedules function each applies (trigger has its own).
 _CONTROLS = {"pause": schedules.pause, "start": schedules.start}
@@ -44,7 +47,9 @@ def connections() -> str:
     if wanted:
         query = query.where(Connection.provider_config_key == wanted)
     with read_scope(ctx.sessions) as session:
-        rows = session.scalars(query).all()
+        rows = session.scalars(query.limit(MAX_LISTED + 1)).all()
+        truncated = len(rows) > MAX_LISTED
+        rows = rows[:MAX_LISTED]
         states: dict[int, dict[str, str]] = {}
         pks = [row.id for row in rows]
         if pks:
@@ -70,6 +75,8 @@ def connections() -> str:
         rows=listed,
         integrations=sorted(ctx.integrations.by_key),
         wanted=wanted,
+        truncated=truncated,
+        limit=MAX_LISTED,
     )
 
 

@@ -22,6 +22,7 @@ from cache.context import AppContext
 from cache.db import read_scope
 from cache.models import SyncRun
 from ingress.app import create_app
+from ingress.console import connections as console_connections
 from ingress.console.charts import duration_rows, durations_chart, webhook_chart, webhook_series
 from ingress.webhooks import build_event
 from tests.support.auth import API_KEY, AUTH
@@ -377,6 +378,19 @@ def test_connections_lists_connections_by_integration(console: FlaskClient) -> N
 
     assert "connection_id=acme" in html and "connection_id=globex" in html
     assert 'class="badge started"' in html
+
+
+def test_connections_list_is_bounded_and_says_so(
+    console: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connect(console, "acme")
+    connect(console, "globex")
+    monkeypatch.setattr(console_connections, "MAX_LISTED", 1)
+
+    html = console.get("/ui/connections").get_data(as_text=True)
+
+    assert "connection_id=acme" in html and "connection_id=globex" not in html
+    assert "Showing the first 1 connections" in html
 
 
 def test_connection_page_shows_states_last_run_and_record_counts(
