@@ -39,7 +39,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -999,16 +1010,10 @@ def list_notifications(
             .join(Connection, Connection.id == SyncRun.connection_pk)
             .where(Connection.connection_id == connection_id)
         )
-        # A forward has no run; its body names the connection right before the payload
-        # (``encode_body`` is deterministic, so the text is exactly this).
-        forward_marker = f'"connectionId":{_json_value(connection_id)},"payload":'
         query = query.where(
             or_(
                 Notification.run_id.in_(runs_of_connection),
-                and_(
-                    Notification.run_id.is_(None),
-                    Notification.body.contains(forward_marker, autoescape=True),
-                ),
+                and_(Notification.run_id.is_(None), _forward_for(session, connection_id)),
             )
         )
     if since is not None:
@@ -1016,6 +1021,20 @@ def list_notifications(
     if until is not None:
         query = query.where(Notification.created_at < until)
     return list(session.scalars(query.limit(limit)))
+
+
+def _forward_for(session: Session, connection_id: str) -> ColumnElement[bool]:
+    """A forward's body names ``connection_id`` as its top-level ``connectionId``.
+
+    The text match (``encode_body`` is deterministic) narrows the rows cheaply; the JSON
+    read decides, since the forwarded payload may hold the same text anywhere.
+    """
+    marker = f'"connectionId":{_json_value(connection_id)},'
+    if session.get_bind().dialect.name == "postgresql":
+        top_level = sql_cast(Notification.body, postgresql.JSONB)["connectionId"].astext
+    else:
+        top_level = func.json_extract(Notification.body, "$.connectionId")
+    return and_(Notification.body.contains(marker, autoescape=True), top_level == connection_id)
 
 
 #: The largest ``limit`` of ``list_notifications``.
