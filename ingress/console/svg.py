@@ -70,7 +70,7 @@ def webhooks_per_minute_chart(
     rejected: Sequence[int],
     duplicate: Sequence[int],
     *,
-    width: int = 560,
+    width: int = 540,
     height: int = 180,
 ) -> str:
     """Stacked bars, one per minute (oldest first): accepted, duplicate, rejected.
@@ -150,7 +150,7 @@ def webhooks_per_minute_chart(
 
 
 def run_durations_chart(
-    rows: Sequence[tuple[str, float, float, int]], *, width: int = 560, caption: str = ""
+    rows: Sequence[tuple[str, float, float, int]], *, width: int = 540, caption: str = ""
 ) -> str:
     """One row per sync: a p95 bar with the p50 bar over it, and both values written out.
 
@@ -159,7 +159,7 @@ def run_durations_chart(
         width: The SVG's width in pixels.
         caption: What the rows cover (e.g. "runs finished in the last hour, per sync").
     """
-    row_h, top, label_w, value_w = 26, 22, 170, 170
+    row_h, top, label_w, value_w = 26, 22, 150, 215
     height = top + max(len(rows), 1) * row_h + 8
     plot_w = max(width - label_w - value_w, 40)
     longest = max([p95 for _, _, p95, _ in rows] or [0.0])
@@ -184,7 +184,7 @@ def run_durations_chart(
             f'<g class="sync" data-label="{escape(label)}" data-p50="{p50:.3f}" '
             f'data-p95="{p95:.3f}" data-runs="{runs}"><title>{escape(f"{label}: {text}")}</title>'
             f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end" {_FONT} '
-            f'fill="#1d2330">{escape(_shorten(label, 28))}</text>'
+            f'fill="#1d2330">{escape(_shorten(label, 24))}</text>'
             f'<rect class="p95" x="{label_w}" y="{y + 4}" '
             f'width="{plot_w * p95 / scale_max:.1f}" height="14" fill="{COLORS["p95"]}"/>'
             f'<rect class="p50" x="{label_w}" y="{y + 7}" '
