@@ -681,9 +681,16 @@ def test_the_migrations_reach_head_0004_and_go_back(database_url: str) -> None:
 
         indexes = {index["name"] for index in inspector.get_indexes("sync_runs")}
         assert "ix_sync_runs_event" in indexes
+        assert [c["name"] for c in inspector.get_columns("notification_attempts")] == [
+            "id", "notification_id", "attempt", "attempted_at", "status", "error", "duration_ms",
+        ]  # fmt: skip
+        assert {index["name"] for index in inspector.get_indexes("notification_attempts")} == {
+            "ix_notification_attempts_notification_id"
+        }
 
         command.downgrade(config, "0001")
         assert "app_endpoints" not in inspect(engine).get_table_names()
+        assert "notification_attempts" not in inspect(engine).get_table_names()
         indexes = {index["name"] for index in inspect(engine).get_indexes("sync_runs")}
         assert "ix_sync_runs_event" not in indexes
         with pytest.raises(ConfigError, match="expected '0004'"):
