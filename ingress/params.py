@@ -138,7 +138,8 @@ def time_param(name: str, raw: str | None, *, required: bool = False) -> datetim
             )
         return None
     try:
-        value = datetime.fromisoformat(raw.strip()) if raw.strip() else None
+        # Upper case: RFC 3339 allows a lower-case "t" and "z", Python's parser does not.
+        value = datetime.fromisoformat(raw.strip().upper()) if raw.strip() else None
         if value is not None:
             value = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):

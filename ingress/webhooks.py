@@ -37,6 +37,7 @@ from ingress.provider_signatures import SignatureError, get_scheme
 from workers import events
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import RouteResult, replay_event
+from workers.notify import redact_url
 from workers.rejections import count_rejection
 from workers.routing import parse_body
 
@@ -166,7 +167,6 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         )
     log.info("webhook received and queued (%d bytes)", len(raw))
     count_received(provider_config_key, "accepted")
-    log.info("webhook received and queued (%d bytes)", len(raw))
     return jsonify({"status": "accepted", "id": event["id"]}), 202
 
 
@@ -244,7 +244,8 @@ def get_event(event_id: str) -> Response:
         body = {
             **event_to_json(row),
             "runs": [run_to_json(run, names) for run in runs],
-            "url": row.url,
+            # The receiver URL as called: its query may hold a token, so it is dropped.
+            "url": redact_url(row.url),
             "headers": redact_headers(row.headers or {}),
             **body_to_json(bytes(row.body or b"")),
         }

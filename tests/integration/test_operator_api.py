@@ -101,12 +101,14 @@ def http(app: AppContext) -> FlaskClient:
     return create_app(app).test_client()
 
 
-def _event(key: str, body: dict[str, Any], at: datetime, **headers: str) -> dict[str, Any]:
+def _event(
+    key: str, body: dict[str, Any], at: datetime, query: str = "", **headers: str
+) -> dict[str, Any]:
     raw = json.dumps(body).encode()
     return build_event(
         key,
         method="POST",
-        url=f"http://hooksync.test/webhook/{key}",
+        url=f"http://hooksync.test/webhook/{key}{query}",
         headers=[("Content-Type", "application/json"), *headers.items()],
         raw=raw,
         received_at=at,
@@ -153,6 +155,8 @@ def test_events_filter_by_integration_state_and_time_and_carry_their_runs(
         headers=AUTH,
     )
     assert _ids(window, "events") == [unrouted["id"]]
+    lower_case = http.get("/webhooks/events?since=2026-11-30t12:00:00z", headers=AUTH)
+    assert _ids(lower_case, "events") == [other["id"]]  # RFC 3339 allows "t" and "z"
     assert _ids(http.get("/webhooks/events?limit=1", headers=AUTH), "events") == [other["id"]]
 
     listed = {item["id"]: item for item in by_key.get_json()["events"]}
@@ -193,6 +197,7 @@ def test_event_detail_shows_runs_raw_body_and_redacted_headers(
         "shop",
         {"type": "order.paid", "account": "c2"},
         T0,
+        "?auth=url-s3cret",
         **{
             "X-Api-Key": "key-123",
             "X-Shop-Webhook-Secret": "sec-456",
@@ -211,7 +216,8 @@ def test_event_detail_shows_runs_raw_body_and_redacted_headers(
     assert response.status_code == 200
     detail = response.get_json()
     text = response.get_data(as_text=True)
-    for secret in ("key-123", "sec-456", "tok-789"):
+    assert detail["url"] == "http://hooksync.test/webhook/shop?…"
+    for secret in ("key-123", "sec-456", "tok-789", "url-s3cret"):
         assert secret not in text
     headers = detail["headers"]
     assert headers["x-api-key"] == headers["x-shop-webhook-secret"] == "[redacted]"
