@@ -98,7 +98,7 @@ and responses. `/records/` (trailing slash, also called by that client) is liste
 
 #: What ``GET /records?filter=`` accepts: a comma list of the filter names.
 _FILTER_NAME = "(" + "|".join(sorted(FILTERS)) + ")"
-_FILTER_PATTERN = f"^[ ,]*{_FILTER_NAME}([ ,]+{_FILTER_NAME})*[ ,]*$"
+_FILTER_PATTERN = f"^[ ,]*{_FILTER_NAME}( *,[ ,]*{_FILTER_NAME})*[ ,]*$"
 
 _TAGS = ("webhooks", "records", "connections", "syncs", "notifications", "integrations", "meta")
 
