@@ -23,6 +23,7 @@ class Received:
     headers: dict[str, str]
     received_at: float  # time.monotonic()
     signature_ok: bool
+    answered: int = 200  # the status this receiver answered (a non-2xx makes hooksync retry)
 
 
 class AppReceiver:
@@ -38,6 +39,7 @@ class AppReceiver:
         self.app.post("/hooks/hooksync")(self._receive)
 
     def _receive(self) -> tuple[str, int]:
+        status = self.status  # read once: a test may change it while a delivery arrives
         raw = request.get_data()
         expected = hmac.new(self.signing_key.encode(), raw, hashlib.sha256).hexdigest()
         given = request.headers.get("X-Nango-Hmac-Sha256", "")
@@ -47,11 +49,12 @@ class AppReceiver:
             headers={k.lower(): v for k, v in request.headers.items()},
             received_at=time.monotonic(),
             signature_ok=hmac.compare_digest(expected, given),
+            answered=status,
         )
         with self._lock:
             self.received.append(item)
         self._queue.put(item)
-        return ("", self.status)
+        return ("", status)
 
     def next(self, timeout: float) -> Received | None:
         try:

@@ -63,5 +63,7 @@ def test_every_notification_verifies_with_standard_webhooks(
     assert received
     for item in received:
         Webhook(secret).verify(item.raw, item.headers)  # raises when a signature is wrong
-    ids = [item.headers["webhook-id"] for item in received]
+    # Exactly once per message: a retry after a refused attempt keeps its webhook-id (as
+    # Standard Webhooks requires), so only the accepted deliveries must be unique.
+    ids = [item.headers["webhook-id"] for item in received if 200 <= item.answered < 300]
     assert len(set(ids)) == len(ids)
