@@ -162,7 +162,9 @@ def _describe(error: ImportError, what: str | None, *, is_transport: bool = Fals
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hooksync", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hooksync", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     commands = parser.add_subparsers(required=True, metavar="command", dest="command")
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(handler=_migrate)
