@@ -20,7 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BATCH_ROOT", "PRESETS", "SIGNATURE_SCHEMES"]
+__all__ = [
+    "BATCH_ROOT",
+    "MAX_TOLERANCE_SECONDS",
+    "PRESETS",
+    "REPLAY_SAFE_SCHEMES",
+    "SIGNATURE_SCHEMES",
+    "TIMESTAMP_HEADER_SCHEMES",
+]
 
 #: The ``batch.path`` meaning "the body is the array of events".
 BATCH_ROOT = "$"
@@ -39,6 +46,31 @@ SIGNATURE_SCHEMES: tuple[str, ...] = (
     "linear",
     "standard-webhooks",
 )
+
+#: Schemes whose signed content always carries a send time checked within
+#: ``tolerance_seconds``, so a captured request is refused once stale (``signs_timestamp ==
+#: "always"`` in ``ingress/provider_signatures.py``; a unit test keeps both equal).
+#: ``hmac-sha256`` joins them when ``timestamp_header`` is set.
+REPLAY_SAFE_SCHEMES: tuple[str, ...] = (
+    "stripe",
+    "slack",
+    "hubspot-v3",
+    "linear",
+    "standard-webhooks",
+)
+
+#: Schemes that read the signed timestamp from a header named by ``timestamp_header``
+#: (Stripe's is inside ``Stripe-Signature``, Linear's in the body).
+TIMESTAMP_HEADER_SCHEMES: tuple[str, ...] = (
+    "hmac-sha256",
+    "slack",
+    "hubspot-v3",
+    "standard-webhooks",
+)
+
+#: The largest ``tolerance_seconds`` accepted: a day, well inside the delivery-id dedupe
+#: window (7 days), so a replay keeping its delivery id is always caught by one or the other.
+MAX_TOLERANCE_SECONDS = 86_400
 
 #: preset name -> a ``providers.<key>`` entry (without ``preset`` and secrets).
 PRESETS: dict[str, dict[str, Any]] = {

@@ -28,7 +28,14 @@ from config.integrations import (
     SignatureConfig,
     WebhookConfig,
 )
-from config.presets import BATCH_ROOT, PRESETS, SIGNATURE_SCHEMES
+from config.presets import (
+    BATCH_ROOT,
+    MAX_TOLERANCE_SECONDS,
+    PRESETS,
+    REPLAY_SAFE_SCHEMES,
+    SIGNATURE_SCHEMES,
+    TIMESTAMP_HEADER_SCHEMES,
+)
 from config.values import ProblemReport, read_bool, read_optional_str
 
 __all__ = ["parse_providers"]
@@ -291,7 +298,7 @@ def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig
     if not report.expect(raw, dict, path, "a mapping with 'scheme' (or a scheme name)"):
         return default
     body = cast(dict[Any, Any], raw)
-    report.unknown_keys(body, _SIGNATURE_KEYS, path)
+    _refuse_unknown_signature_keys(body, path, report)
     scheme = body.get("scheme")
     if scheme not in SIGNATURE_SCHEMES:
         report.error(
@@ -313,11 +320,11 @@ def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig
     tolerance = body.get("tolerance_seconds", 300)
     if not report.expect(tolerance, int, f"{path}.tolerance_seconds", "a whole number of seconds"):
         tolerance = 300
-    elif tolerance <= 0:
+    elif not 0 < tolerance <= MAX_TOLERANCE_SECONDS:
         report.error(
             "invalid_value",
             f"{path}.tolerance_seconds",
-            f"expected a positive number of seconds, got {tolerance!r}",
+            f"expected a number of seconds from 1 to {MAX_TOLERANCE_SECONDS}, got {tolerance!r}",
         )
         tolerance = 300
     if scheme == "hmac-sha256" and not strings["header"]:
@@ -326,6 +333,7 @@ def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig
             f"{path}.header",
             "scheme 'hmac-sha256' needs 'header', the request header that carries the signature",
         )
+    _refuse_unchecked_timestamp_keys(body, scheme, strings["timestamp_header"], path, report)
     return SignatureConfig(
         scheme=scheme,
         header=strings["header"],
@@ -334,6 +342,52 @@ def _signature(raw: object, path: str, report: ProblemReport) -> SignatureConfig
         timestamp_header=strings["timestamp_header"],
         tolerance_seconds=tolerance,
     )
+
+
+def _refuse_unknown_signature_keys(body: dict[Any, Any], path: str, report: ProblemReport) -> None:
+    """An error, not the usual warning: a misspelt ``timestamp_header`` would silently
+    leave a provider open to replays."""
+    for key in body:
+        if key not in _SIGNATURE_KEYS:
+            close = difflib.get_close_matches(str(key), _SIGNATURE_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            report.error(
+                "unknown_key",
+                f"{path}.{key}",
+                f"unknown signature key {key!r}; {hint}known keys: "
+                f"{', '.join(sorted(_SIGNATURE_KEYS))}",
+            )
+
+
+def _refuse_unchecked_timestamp_keys(
+    body: dict[Any, Any],
+    scheme: str,
+    timestamp_header: str | None,
+    path: str,
+    report: ProblemReport,
+) -> None:
+    """Refuse timestamp settings the scheme would ignore: they promise a replay check that
+    never happens (e.g. ``timestamp_header`` on ``github``, whose signature has no time)."""
+    if "timestamp_header" in body and scheme not in TIMESTAMP_HEADER_SCHEMES:
+        report.error(
+            "invalid_value",
+            f"{path}.timestamp_header",
+            f"scheme {scheme!r} does not read a signed timestamp from a header, so "
+            f"timestamp_header {body['timestamp_header']!r} would never be checked; remove it "
+            f"(schemes that take it: {', '.join(TIMESTAMP_HEADER_SCHEMES)})",
+        )
+    checks_time = scheme in REPLAY_SAFE_SCHEMES or (
+        scheme == "hmac-sha256" and timestamp_header is not None
+    )
+    if "tolerance_seconds" in body and not checks_time:
+        needs = " without timestamp_header" if scheme == "hmac-sha256" else ""
+        report.error(
+            "invalid_value",
+            f"{path}.tolerance_seconds",
+            f"scheme {scheme!r}{needs} signs no timestamp, so tolerance_seconds "
+            f"{body['tolerance_seconds']!r} would never be checked; remove it"
+            + (" or set timestamp_header" if needs else ""),
+        )
 
 
 def _field_ref(

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 _STATUS_BY_CODE = {
     "unauthorized": 401,
     "invalid_signature": 401,
+    "invalid_timestamp": 401,
+    "stale_timestamp": 401,
     "webhook_secret_missing": 401,
     "not_found": 404,
     "unknown_integration": 404,

@@ -4,6 +4,11 @@ Every scheme works on the raw request bytes (re-serialised JSON never matches), 
 in constant time, and accepts the request when any one of the configured secrets
 verifies (secret rotation). Failures raise ``SignatureError``, whose message names the
 header or the check that failed and never the secret or the expected digest.
+
+Replays: a scheme whose signed content includes a timestamp refuses a captured request
+once that timestamp is further than ``tolerance_seconds`` from now (``stale_timestamp``);
+one that signs the body alone (GitHub, Shopify, generic ``hmac-sha256`` without
+``timestamp_header``) accepts it at any time. ``SignatureScheme.signs_timestamp`` says which.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,10 +40,15 @@ _MILLISECONDS_THRESHOLD = 100_000_000_000
 
 
 class SignatureError(BadInputError):
-    """A webhook's signature is missing, malformed, stale or does not verify (HTTP 401)."""
+    """A webhook's signature is missing, malformed, stale or does not verify (HTTP 401).
 
-    def __init__(self, message: str, *, field: str | None = None):
-        super().__init__(message, code="invalid_signature", field=field)
+    ``code`` is ``invalid_signature``, or for the signed timestamp ``invalid_timestamp``
+    (missing or not an integer) and ``stale_timestamp`` (outside the tolerance: a replay
+    or a skewed clock).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, code: str = "invalid_signature"):
+        super().__init__(message, code=code, field=field)
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,9 @@ class SignatureScheme:
 
     #: The name used in ``providers.<key>.webhook.signature.scheme``.
     name: ClassVar[str] = ""
+    #: Whether the signed content carries a timestamp checked against ``tolerance_seconds``:
+    #: ``always``, ``optional`` (with ``timestamp_header``) or ``never`` (replayable).
+    signs_timestamp: ClassVar[Literal["always", "optional", "never"]] = "never"
 
     def verify(
         self,
@@ -111,11 +125,15 @@ class NoSignature(SignatureScheme):
 class HmacSha256(SignatureScheme):
     """Generic HMAC-SHA256 of the body in one header, hex or base64, with an optional prefix.
 
-    With ``timestamp_header`` set, the signed content is ``f"{timestamp}.{body}"`` and the
-    timestamp (seconds, or milliseconds when that large) must be within tolerance.
+    With ``timestamp_header`` set, the sender puts the current Unix time in that header
+    (decimal seconds, or milliseconds when above 1e11) and signs the bytes of the header
+    value exactly as sent, one ``.``, then the raw body: ``f"{timestamp}.{body}"``, as
+    Stripe does. A missing or non-integer timestamp is ``invalid_timestamp``, one further
+    than ``tolerance_seconds`` from now in either direction is ``stale_timestamp``.
     """
 
     name = "hmac-sha256"
+    signs_timestamp = "optional"
 
     def check(self, request: SignedRequest, config: SignatureConfig) -> None:
         if not config.header:
@@ -126,7 +144,7 @@ class HmacSha256(SignatureScheme):
         signature = _strip_prefix(request.header(config.header), config.prefix, config.header)
         content = request.body
         if config.timestamp_header:
-            timestamp = request.header(config.timestamp_header)
+            timestamp = _require_timestamp(request.headers, config.timestamp_header)
             _check_timestamp(
                 timestamp, config.timestamp_header, request.now, config.tolerance_seconds
             )
@@ -167,17 +185,39 @@ class Shopify(_BodyHmac):
 
 
 class Linear(_BodyHmac):
-    """``Linear-Signature: <hex>``."""
+    """``Linear-Signature: <hex>`` over the body, whose ``webhookTimestamp`` (ms) is checked.
+
+    Linear puts the send time in the signed body rather than a header and asks receivers
+    to check it against replays; it is read only once the signature has verified.
+    """
 
     name = "linear"
+    signs_timestamp = "always"
     default_header = "Linear-Signature"
     encoding = "hex"
+
+    def check(self, request: SignedRequest, config: SignatureConfig) -> None:
+        super().check(request, config)
+        try:
+            payload = json.loads(request.body)
+        except (ValueError, RecursionError):
+            payload = None
+        stamp = payload.get("webhookTimestamp") if isinstance(payload, dict) else None
+        if isinstance(stamp, bool) or not isinstance(stamp, int):
+            raise SignatureError(
+                "body has no integer 'webhookTimestamp' (ms), so the request cannot be "
+                "checked for replay",
+                field="webhookTimestamp",
+                code="invalid_timestamp",
+            )
+        _check_timestamp(str(stamp), "webhookTimestamp", request.now, config.tolerance_seconds)
 
 
 class Stripe(SignatureScheme):
     """``Stripe-Signature: t=<ts>,v1=<hex>[,v1=<hex>...]`` over ``f"{t}.{body}"``."""
 
     name = "stripe"
+    signs_timestamp = "always"
 
     def check(self, request: SignedRequest, config: SignatureConfig) -> None:
         header = config.header or "Stripe-Signature"
@@ -192,12 +232,13 @@ class Slack(SignatureScheme):
     """``X-Slack-Signature: v0=<hex>`` over ``f"v0:{X-Slack-Request-Timestamp}:{body}"``."""
 
     name = "slack"
+    signs_timestamp = "always"
 
     def check(self, request: SignedRequest, config: SignatureConfig) -> None:
         header = config.header or "X-Slack-Signature"
         ts_header = config.timestamp_header or "X-Slack-Request-Timestamp"
         signature = _strip_prefix(request.header(header), "v0=", header)
-        timestamp = request.header(ts_header)
+        timestamp = _require_timestamp(request.headers, ts_header)
         _check_timestamp(timestamp, ts_header, request.now, config.tolerance_seconds)
         content = b"v0:" + timestamp.encode() + b":" + request.body
         provided = _decode(signature, "hex", header)
@@ -208,6 +249,7 @@ class HubSpotV3(SignatureScheme):
     """HubSpot v3: base64 HMAC of method + URI + body + ``X-HubSpot-Request-Timestamp`` (ms)."""
 
     name = "hubspot-v3"
+    signs_timestamp = "always"
 
     #: HubSpot signs the URI with these escapes decoded (their documented list).
     _URI_DECODE: ClassVar[dict[str, str]] = {
@@ -229,7 +271,7 @@ class HubSpotV3(SignatureScheme):
         header = config.header or "X-HubSpot-Signature-v3"
         ts_header = config.timestamp_header or "X-HubSpot-Request-Timestamp"
         signature = request.header(header)
-        timestamp = request.header(ts_header)
+        timestamp = _require_timestamp(request.headers, ts_header)
         _check_timestamp(timestamp, ts_header, request.now, config.tolerance_seconds)
         content = (
             request.method.upper().encode()
@@ -257,12 +299,13 @@ class StandardWebhooks(SignatureScheme):
     """
 
     name = "standard-webhooks"
+    signs_timestamp = "always"
 
     def check(self, request: SignedRequest, config: SignatureConfig) -> None:
         header = config.header or "webhook-signature"
         ts_header = config.timestamp_header or "webhook-timestamp"
         msg_id = request.header("webhook-id")
-        timestamp = request.header(ts_header)
+        timestamp = _require_timestamp(request.headers, ts_header)
         signatures = request.header(header)
         _check_timestamp(timestamp, ts_header, request.now, config.tolerance_seconds)
         content = f"{msg_id}.{timestamp}.".encode() + request.body
@@ -392,6 +435,18 @@ def _require_header(headers: Mapping[str, str], name: str) -> str:
     return value.strip()
 
 
+def _require_timestamp(headers: Mapping[str, str], name: str) -> str:
+    try:
+        return _require_header(headers, name)
+    except SignatureError:
+        raise SignatureError(
+            f"missing timestamp header {name!r}: the signature covers the time it was sent, "
+            "so a request without it cannot be checked for replay",
+            field=name,
+            code="invalid_timestamp",
+        ) from None
+
+
 def _strip_prefix(value: str, prefix: str, header: str) -> str:
     if not prefix:
         return value
@@ -428,7 +483,9 @@ def _check_timestamp(value: str, header: str, now: float, tolerance: int) -> Non
         stamp = int(value)
     except ValueError:
         raise SignatureError(
-            f"timestamp in {header!r} is not an integer: {value[:40]!r}", field=header
+            f"timestamp in {header!r} is not an integer: {value[:40]!r}",
+            field=header,
+            code="invalid_timestamp",
         ) from None
     try:
         seconds = stamp / 1000 if stamp > _MILLISECONDS_THRESHOLD else float(stamp)
@@ -443,6 +500,7 @@ def _check_timestamp(value: str, header: str, now: float, tolerance: int) -> Non
             f"timestamp in {header!r} is {away} away from now, outside the "
             f"{tolerance} s tolerance (replayed request or clock skew)",
             field=header,
+            code="stale_timestamp",
         )
 
 
@@ -456,7 +514,9 @@ def _parse_stripe_header(value: str, header: str) -> tuple[str, list[str]]:
         elif key == "v1":
             candidates.append(item)
     if timestamp is None:
-        raise SignatureError(f"header {header!r} has no 't=' timestamp", field=header)
+        raise SignatureError(
+            f"header {header!r} has no 't=' timestamp", field=header, code="invalid_timestamp"
+        )
     if not candidates:
         raise SignatureError(f"header {header!r} has no 'v1=' signature", field=header)
     return timestamp, candidates

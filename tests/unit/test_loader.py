@@ -460,7 +460,7 @@ def test_auth_forms(tmp_path: Path, auth: str, expected: AuthConfig) -> None:
             "'base32'",
         ),
         (
-            "webhook: {signature: {scheme: github, tolerance_seconds: true}}",
+            "webhook: {signature: {scheme: stripe, tolerance_seconds: true}}",
             "invalid_type",
             "webhook.signature.tolerance_seconds",
             "True",
@@ -470,6 +470,49 @@ def test_auth_forms(tmp_path: Path, auth: str, expected: AuthConfig) -> None:
             "missing_field",
             "webhook.signature.header",
             "header",
+        ),
+        (
+            "webhook: {signature: {scheme: stripe, tolerance_seconds: 0}}",
+            "invalid_value",
+            "webhook.signature.tolerance_seconds",
+            "from 1 to 86400, got 0",
+        ),
+        (
+            "webhook: {signature: {scheme: slack, tolerance_seconds: 604800}}",
+            "invalid_value",
+            "webhook.signature.tolerance_seconds",
+            "got 604800",
+        ),
+        (
+            "webhook: {signature: {scheme: stripe, tolerance_seconds: '300'}}",
+            "invalid_type",
+            "webhook.signature.tolerance_seconds",
+            "'300'",
+        ),
+        (
+            # A misspelt key would silently leave the provider open to replays: an error.
+            "webhook: {signature: {scheme: hmac-sha256, header: X, timestamp_heder: X-Ts}}",
+            "unknown_key",
+            "webhook.signature.timestamp_heder",
+            "did you mean 'timestamp_header'?",
+        ),
+        (
+            "webhook: {signature: {scheme: github, timestamp_header: X-Ts}}",
+            "invalid_value",
+            "webhook.signature.timestamp_header",
+            "'github' does not read a signed timestamp from a header, so timestamp_header 'X-Ts'",
+        ),
+        (
+            "webhook: {signature: {scheme: shopify, tolerance_seconds: 60}}",
+            "invalid_value",
+            "webhook.signature.tolerance_seconds",
+            "'shopify' signs no timestamp, so tolerance_seconds 60 would never be checked",
+        ),
+        (
+            "webhook: {signature: {scheme: hmac-sha256, header: X, tolerance_seconds: 60}}",
+            "invalid_value",
+            "webhook.signature.tolerance_seconds",
+            "without timestamp_header signs no timestamp",
         ),
         (
             "webhook: {event_type: {header: X-E, path: type}}",
@@ -523,6 +566,36 @@ def test_an_empty_block_keeps_the_preset(tmp_path: Path) -> None:
     webhook = load(tmp_path, text).by_key["myapi"].provider.webhook
     assert webhook.signature.scheme == "stripe"
     assert webhook.connection == ConnectionRoute(path="account", match="metadata.account")
+
+
+def test_generic_hmac_with_a_signed_timestamp(tmp_path: Path) -> None:
+    text = with_provider(
+        """\
+        webhook_secret: s
+        webhook:
+          signature:
+            scheme: hmac-sha256
+            header: X-Signature
+            timestamp_header: X-Timestamp
+            tolerance_seconds: 120
+        """
+    )
+    result = load(tmp_path, text)
+    assert result.errors == ()
+    assert result.by_key["myapi"].provider.webhook.signature == SignatureConfig(
+        scheme="hmac-sha256",
+        header="X-Signature",
+        timestamp_header="X-Timestamp",
+        tolerance_seconds=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "preset", ["github", "stripe", "slack", "shopify", "hubspot", "linear", "standard-webhooks"]
+)
+def test_every_preset_loads_without_problems(tmp_path: Path, preset: str) -> None:
+    result = load(tmp_path, with_provider(f"preset: {preset}\nwebhook_secret: s\n"))
+    assert result.errors == () and result.warnings == ()
 
 
 def test_a_different_scheme_replaces_the_preset_signature(tmp_path: Path) -> None:

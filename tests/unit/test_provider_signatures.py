@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from config.errors import BadInputError
 from config.integrations import SignatureConfig
-from config.presets import PRESETS, SIGNATURE_SCHEMES
+from config.presets import PRESETS, REPLAY_SAFE_SCHEMES, SIGNATURE_SCHEMES
 from ingress.provider_signatures import SCHEMES, SignatureError, get_scheme, sign_generic
 
 NOW = 1_700_000_000.0
@@ -45,10 +48,12 @@ def verify(
     )
 
 
-def assert_rejected(match: str, scheme: str, **kwargs: object) -> SignatureError:
+def assert_rejected(
+    match: str, scheme: str, *, code: str = "invalid_signature", **kwargs: object
+) -> SignatureError:
     with pytest.raises(SignatureError, match=match) as caught:
         verify(scheme, **kwargs)  # type: ignore[arg-type]
-    assert caught.value.code == "invalid_signature"
+    assert caught.value.code == code
     return caught.value
 
 
@@ -225,6 +230,7 @@ def test_generic_timestamp_outside_tolerance_is_rejected(offset: int) -> None:
     assert_rejected(
         "outside the 300 s tolerance",
         "hmac-sha256",
+        code="stale_timestamp",
         body=b"{}",
         headers={"X-Sig": signature, "X-Ts": stamp},
         header="X-Sig",
@@ -259,6 +265,7 @@ def test_stripe_rejects_a_stale_timestamp() -> None:
     assert_rejected(
         "tolerance",
         "stripe",
+        code="stale_timestamp",
         body=body,
         headers={"Stripe-Signature": header},
         secrets=["whsec_test"],
@@ -266,7 +273,13 @@ def test_stripe_rejects_a_stale_timestamp() -> None:
 
 
 def test_stripe_needs_t_and_v1() -> None:
-    assert_rejected("no 't='", "stripe", body=b"{}", headers={"Stripe-Signature": "v1=ab"})
+    assert_rejected(
+        "no 't='",
+        "stripe",
+        code="invalid_timestamp",
+        body=b"{}",
+        headers={"Stripe-Signature": "v1=ab"},
+    )
     assert_rejected("no 'v1='", "stripe", body=b"{}", headers={"Stripe-Signature": "t=1"})
 
 
@@ -300,6 +313,7 @@ def test_slack_rejects_a_replay_after_the_tolerance() -> None:
     assert_rejected(
         "X-Slack-Request-Timestamp.*tolerance",
         "slack",
+        code="stale_timestamp",
         body=SLACK_BODY,
         headers=SLACK_HEADERS,
         secrets=[SLACK_SECRET],
@@ -309,8 +323,9 @@ def test_slack_rejects_a_replay_after_the_tolerance() -> None:
 
 def test_slack_needs_its_timestamp_header() -> None:
     assert_rejected(
-        "X-Slack-Request-Timestamp",
+        "missing timestamp header 'X-Slack-Request-Timestamp'",
         "slack",
+        code="invalid_timestamp",
         body=SLACK_BODY,
         headers={"X-Slack-Signature": SLACK_SIGNATURE},
         secrets=[SLACK_SECRET],
@@ -338,7 +353,7 @@ def test_shopify_rejects_a_hex_signature() -> None:
 
 
 def test_linear_is_hex_of_the_body_hmac() -> None:
-    body = b'{"action": "create", "type": "Issue"}'
+    body = b'{"action": "create", "type": "Issue", "webhookTimestamp": 1700000000000}'
     signature = _hmac(SECRET.encode(), body).hex()
     verify("linear", body=body, headers={"Linear-Signature": signature})
     verify("linear", body=body, headers={"linear-signature": signature.upper()})
@@ -387,7 +402,9 @@ def test_hubspot_v3_rejects_a_timestamp_older_than_five_minutes() -> None:
         "X-HubSpot-Signature-v3": _hubspot_signature("POST", uri, body, stamp),
         "X-HubSpot-Request-Timestamp": stamp,
     }
-    assert_rejected("tolerance", "hubspot-v3", body=body, headers=headers, url=uri)
+    assert_rejected(
+        "tolerance", "hubspot-v3", code="stale_timestamp", body=body, headers=headers, url=uri
+    )
 
 
 # --- Standard Webhooks (against the reference library) --------------------------------
@@ -443,7 +460,12 @@ def test_standard_webhooks_rejects_an_old_message() -> None:
     when = datetime.fromtimestamp(NOW - 3600, tz=UTC)
     headers = _standard_headers(STANDARD_SECRET, "msg_1", when, body)
     assert_rejected(
-        "tolerance", "standard-webhooks", body=body, headers=headers, secrets=[STANDARD_SECRET]
+        "tolerance",
+        "standard-webhooks",
+        code="stale_timestamp",
+        body=body,
+        headers=headers,
+        secrets=[STANDARD_SECRET],
     )
 
 
@@ -470,6 +492,7 @@ def test_a_timestamp_too_large_for_a_float_is_rejected_not_crashed(stamp: str) -
     error = assert_rejected(
         "outside the 300 s tolerance",
         "hmac-sha256",
+        code="stale_timestamp",
         body=b"{}",
         headers={"X-Sig": sign_generic(SECRET, b"{}", timestamp=stamp), "X-Ts": stamp},
         header="X-Sig",
@@ -483,7 +506,229 @@ def test_a_non_integer_timestamp_is_named_but_not_echoed_whole() -> None:
     error = assert_rejected(
         "is not an integer",
         "slack",
+        code="invalid_timestamp",
         body=b"{}",
         headers={"X-Slack-Signature": "v0=" + "ab" * 32, "X-Slack-Request-Timestamp": stamp},
     )
     assert len(str(error)) < 200
+
+
+# --- the same six checks for every scheme ---------------------------------------------
+#
+# Each signer builds what its provider sends at time ``when`` with ``secret``: the body,
+# the headers, and the scheme options (``config``). Every test below that accepts a
+# request also refuses a near miss, so none passes with a comparison that always matches
+# (``test_the_matrix_depends_on_the_comparison`` checks that it would then fail).
+
+NEW_SECRET, OLD_SECRET = "new-secret", "old-secret"
+URL = "https://hooks.example.com/webhook/x"
+
+
+@dataclass(frozen=True)
+class Signed:
+    body: bytes
+    headers: dict[str, str]
+    config: dict[str, object]
+    #: The header carrying the signature, and the one carrying the time (if any).
+    signature_header: str
+    timestamp_header: str | None = None
+
+
+def _generic(secret: str, when: float) -> Signed:
+    body = b'{"id": 1}'
+    return Signed(body, {"X-Sig": sign_generic(secret, body)}, {"header": "X-Sig"}, "X-Sig")
+
+
+def _generic_stamped(secret: str, when: float) -> Signed:
+    body, stamp = b'{"id": 1}', str(int(when))
+    headers = {"X-Sig": sign_generic(secret, body, timestamp=stamp), "X-Timestamp": stamp}
+    config = {"header": "X-Sig", "timestamp_header": "X-Timestamp"}
+    return Signed(body, headers, config, "X-Sig", "X-Timestamp")
+
+
+def _github(secret: str, when: float) -> Signed:
+    body = b'{"action": "opened"}'
+    signature = "sha256=" + _hmac(secret.encode(), body).hex()
+    return Signed(body, {"X-Hub-Signature-256": signature}, {}, "X-Hub-Signature-256")
+
+
+def _shopify(secret: str, when: float) -> Signed:
+    body = b'{"id": 820982911946154508}'
+    signature = base64.b64encode(_hmac(secret.encode(), body)).decode()
+    return Signed(body, {"X-Shopify-Hmac-Sha256": signature}, {}, "X-Shopify-Hmac-Sha256")
+
+
+def _linear(secret: str, when: float) -> Signed:
+    body = json.dumps({"type": "Issue", "webhookTimestamp": int(when * 1000)}).encode()
+    signature = _hmac(secret.encode(), body).hex()
+    return Signed(body, {"Linear-Signature": signature}, {}, "Linear-Signature")
+
+
+def _stripe(secret: str, when: float) -> Signed:
+    body = b'{"id": "evt_1"}'
+    header = _stripe_header(secret, body, int(when))
+    return Signed(body, {"Stripe-Signature": header}, {}, "Stripe-Signature")
+
+
+def _slack(secret: str, when: float) -> Signed:
+    body, stamp = b"token=x&team_id=T1", str(int(when))
+    signature = "v0=" + _hmac(secret.encode(), f"v0:{stamp}:".encode() + body).hex()
+    headers = {"X-Slack-Signature": signature, "X-Slack-Request-Timestamp": stamp}
+    return Signed(body, headers, {}, "X-Slack-Signature", "X-Slack-Request-Timestamp")
+
+
+def _hubspot(secret: str, when: float) -> Signed:
+    body, stamp = b'[{"eventId": 1}]', str(int(when * 1000))
+    content = b"POST" + URL.encode() + body + stamp.encode()
+    signature = base64.b64encode(_hmac(secret.encode(), content)).decode()
+    headers = {"X-HubSpot-Signature-v3": signature, "X-HubSpot-Request-Timestamp": stamp}
+    return Signed(body, headers, {}, "X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp")
+
+
+def _standard(secret: str, when: float) -> Signed:
+    body, stamp = b'{"type": "x"}', str(int(when))
+    digest = _hmac(secret.encode(), f"msg_1.{stamp}.".encode() + body)
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+    return Signed(body, headers, {}, "webhook-signature", "webhook-timestamp")
+
+
+#: (scheme, signer); ``hmac-sha256`` twice: without and with ``timestamp_header``.
+SIGNERS: dict[str, tuple[str, Callable[[str, float], Signed]]] = {
+    "hmac-sha256": ("hmac-sha256", _generic),
+    "hmac-sha256+timestamp": ("hmac-sha256", _generic_stamped),
+    "github": ("github", _github),
+    "shopify": ("shopify", _shopify),
+    "linear": ("linear", _linear),
+    "stripe": ("stripe", _stripe),
+    "slack": ("slack", _slack),
+    "hubspot-v3": ("hubspot-v3", _hubspot),
+    "standard-webhooks": ("standard-webhooks", _standard),
+}
+#: The variants whose captured requests stay valid forever (replayable).
+REPLAYABLE = {"hmac-sha256", "github", "shopify"}
+
+
+def check(variant: str, signed: Signed, secrets: list[str], now: float = NOW) -> None:
+    scheme, _ = SIGNERS[variant]
+    verify(
+        scheme,
+        body=signed.body,
+        headers=signed.headers,
+        secrets=secrets,
+        url=URL,
+        now=now,
+        **signed.config,
+    )
+
+
+def refused(variant: str, signed: Signed, secrets: list[str], now: float = NOW) -> SignatureError:
+    with pytest.raises(SignatureError) as caught:
+        check(variant, signed, secrets, now)
+    return caught.value
+
+
+def test_the_matrix_covers_every_scheme_but_none() -> None:
+    covered = {scheme for scheme, _ in SIGNERS.values()}
+    assert covered == set(SIGNATURE_SCHEMES) - {"none"}
+
+
+def test_replay_safety_is_declared_where_the_loader_reads_it() -> None:
+    always = [s.name for s in SCHEMES if s.signs_timestamp == "always"]
+    assert always == list(REPLAY_SAFE_SCHEMES)
+    assert {s.name for s in SCHEMES if s.signs_timestamp == "never"} == (
+        {"none"} | REPLAYABLE - {"hmac-sha256"}
+    )
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_valid(variant: str) -> None:
+    signed = SIGNERS[variant][1](NEW_SECRET, NOW)
+    check(variant, signed, [NEW_SECRET])
+    # The same request against another configured secret must not pass.
+    assert refused(variant, signed, [OLD_SECRET]).code == "invalid_signature"
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_tampered_body(variant: str) -> None:
+    signed = SIGNERS[variant][1](NEW_SECRET, NOW)
+    tampered = replace(signed, body=signed.body + b" ")
+    error = refused(variant, tampered, [NEW_SECRET])
+    assert error.code == "invalid_signature"
+    assert "does not match" in str(error) and error.field == signed.signature_header
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_wrong_secret(variant: str) -> None:
+    signed = SIGNERS[variant][1]("an-attacker-guess", NOW)
+    error = refused(variant, signed, [NEW_SECRET])
+    assert error.code == "invalid_signature" and "does not match" in str(error)
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_rotated_secret(variant: str) -> None:
+    sign = SIGNERS[variant][1]
+    # During rotation both secrets are configured and requests signed with either pass...
+    check(variant, sign(OLD_SECRET, NOW), [OLD_SECRET, NEW_SECRET])
+    check(variant, sign(NEW_SECRET, NOW), [OLD_SECRET, NEW_SECRET])
+    # ...and once the old one is removed, only the new one does.
+    assert refused(variant, sign(OLD_SECRET, NOW), [NEW_SECRET]).code == "invalid_signature"
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_stale_timestamp(variant: str) -> None:
+    sign = SIGNERS[variant][1]
+    if variant in REPLAYABLE:
+        # Evidence, not a wish: a body-only signature captured a year ago still verifies.
+        check(variant, sign(NEW_SECRET, NOW - 365 * 86_400), [NEW_SECRET])
+        assert refused(variant, sign(OLD_SECRET, NOW), [NEW_SECRET]).code == "invalid_signature"
+        return
+    check(variant, sign(NEW_SECRET, NOW - 299), [NEW_SECRET])
+    for offset in (-301, 301):  # a replay, and a time too far ahead
+        error = refused(variant, sign(NEW_SECRET, NOW + offset), [NEW_SECRET])
+        assert error.code == "stale_timestamp"
+        assert "outside the 300 s tolerance" in str(error)
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_missing_header(variant: str) -> None:
+    signed = SIGNERS[variant][1](NEW_SECRET, NOW)
+    check(variant, signed, [NEW_SECRET])
+    missing = {k: v for k, v in signed.headers.items() if k != signed.signature_header}
+    error = refused(variant, replace(signed, headers=missing), [NEW_SECRET])
+    assert error.code == "invalid_signature" and error.field == signed.signature_header
+    assert f"missing signature header {signed.signature_header!r}" in str(error)
+    if signed.timestamp_header is not None:
+        headers = {k: v for k, v in signed.headers.items() if k != signed.timestamp_header}
+        error = refused(variant, replace(signed, headers=headers), [NEW_SECRET])
+        assert error.code == "invalid_timestamp" and error.field == signed.timestamp_header
+        assert f"missing timestamp header {signed.timestamp_header!r}" in str(error)
+
+
+def test_linear_needs_its_webhook_timestamp_in_the_signed_body() -> None:
+    body = b'{"type": "Issue"}'
+    headers = {"Linear-Signature": _hmac(NEW_SECRET.encode(), body).hex()}
+    error = assert_rejected(
+        "no integer 'webhookTimestamp'",
+        "linear",
+        code="invalid_timestamp",
+        body=body,
+        headers=headers,
+        secrets=[NEW_SECRET],
+    )
+    assert error.field == "webhookTimestamp"
+
+
+@pytest.mark.parametrize("variant", SIGNERS)
+def test_the_matrix_depends_on_the_comparison(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The mutation the issue describes: with a comparison that always matches, the tampered
+    # and wrong-secret requests above would pass, so those tests would fail.
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: True)
+    sign = SIGNERS[variant][1]
+    signed = sign("an-attacker-guess", NOW)
+    check(variant, replace(signed, body=signed.body + b" "), [NEW_SECRET])
