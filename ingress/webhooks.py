@@ -2,7 +2,8 @@
 
 The receiver (``POST /webhook/<provider_config_key>``) runs its checks in this order, each
 failure a JSON error: unknown integration → 404; body over ``HOOKSYNC_MAX_WEBHOOK_BYTES`` →
-413; bad or missing signature → 401; unparsable body → 400. Slack's ``url_verification``
+413; bad or missing signature → 401; unparsable or unacceptable body (nested deeper than
+``workers.payloads.MAX_DEPTH`` levels, a lone surrogate) → 400. Slack's ``url_verification``
 handshake is answered inline. Anything else is put on Redis for a worker to route, and the
 202 is sent only after Redis acknowledged the write (503 with ``Retry-After`` when it did
 not). The receiver never touches the database, so ingestion keeps working while the
@@ -35,11 +36,12 @@ from ingress.metrics import UNKNOWN_INTEGRATION, count_received
 from ingress.params import choice_param, limit_param, text_param, time_param
 from ingress.provider_signatures import SignatureError, get_scheme
 from workers import events
+from workers.app_webhooks import redact_url
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import RouteResult, replay_event
-from workers.notify import redact_url
+from workers.payloads import REDACTED, redact_headers
 from workers.rejections import count_rejection
-from workers.routing import parse_body
+from workers.routing import parse_body, routing_headers
 
 __all__ = [
     "REDACTED",
@@ -59,12 +61,6 @@ bp = Blueprint("webhooks", __name__)
 #: Request headers never copied into the queued event (they are the caller's, not the
 #: provider's, and may be credentials).
 _DROPPED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
-#: Stored headers shown as ``REDACTED`` (besides any whose name holds "secret" or "token").
-_CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
-)
-#: What a redacted header's value reads.
-REDACTED = "[redacted]"
 
 #: ``GET /webhooks/events?limit=`` default.
 _DEFAULT_LIMIT = 50
@@ -146,6 +142,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
         url=request.url,
         headers=headers.items(),
         raw=raw,
+        keep=routing_headers(provider.webhook),
     )
     # From here every line of this request, and its access line, carries the event id.
     note(event_id=event["id"], integration=provider_config_key)
@@ -178,21 +175,26 @@ def build_event(
     headers: Any,
     raw: bytes,
     received_at: datetime | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The JSON-safe event stored in the inbox for ``workers.events`` to route.
 
     Args:
-        headers: ``(name, value)`` pairs; names are lower-cased, credentials dropped.
+        headers: ``(name, value)`` pairs; names are lower-cased, the caller's credentials
+            dropped, and any other credential-like value stored as ``[redacted]``
+            (``workers.payloads.redact_headers``).
+        keep: Header names routing reads (``workers.routing.routing_headers``), kept
+            verbatim even when they look like credentials.
     """
     received = received_at or datetime.now(UTC)
+    kept = {name.lower(): value for name, value in headers if name.lower() not in _DROPPED_HEADERS}
     return {
         "id": uuid.uuid4().hex,
         "provider_config_key": provider_config_key,
         "method": method,
         "url": url,
-        "headers": {
-            name.lower(): value for name, value in headers if name.lower() not in _DROPPED_HEADERS
-        },
+        # Redacted before it reaches Redis (its AOF is a file too) and webhook_events.
+        "headers": redact_headers(kept, keep),
         "body_b64": base64.b64encode(raw).decode("ascii"),
         "received_at": api_time(received),
     }
@@ -291,21 +293,6 @@ def run_to_json(run: SyncRun, connection_ids: Mapping[int, str]) -> dict[str, An
         "error_type": run.error_type,
         "error": run.error,
     }
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Stored request headers with credential-like values replaced by ``[redacted]``.
-
-    Signature headers stay: they are a MAC of this body, not a secret, and are what an
-    operator checks when a provider's webhooks are refused.
-    """
-    return {
-        name: REDACTED if _is_credential(name.lower()) else value for name, value in headers.items()
-    }
-
-
-def _is_credential(name: str) -> bool:
-    return name in _CREDENTIAL_HEADERS or "secret" in name or "token" in name
 
 
 def body_to_json(raw: bytes) -> dict[str, str]:

@@ -21,6 +21,9 @@ Rules worth knowing:
 * With no ``webhook.connection`` route configured, an event goes to the integration's only
   connection when it has exactly one, and to none otherwise (there would be no way to tell
   them apart).
+* A body must be acceptable to ``workers.payloads.check_payload`` (nesting, lone
+  surrogates): ``parse_body`` applies it, so the receiver's 400 and the worker's
+  ``rejected`` follow one rule.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from config.integrations import (
     IntegrationConfig,
     WebhookConfig,
 )
+from workers.payloads import MAX_DEPTH, check_payload
 
 __all__ = [
     "EventPlan",
@@ -52,6 +56,7 @@ __all__ = [
     "matching_syncs",
     "parse_body",
     "plan_event",
+    "routing_headers",
     "split_batch",
 ]
 
@@ -139,7 +144,7 @@ def parse_body(raw: bytes, content_type: str | None = None) -> Any:
         text = form["payload"][0]
         where = "form field 'payload'"
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as error:
         raise BadInputError(
             f"{where} is not valid JSON: {error.msg} at line {error.lineno} column "
@@ -150,7 +155,26 @@ def parse_body(raw: bytes, content_type: str | None = None) -> Any:
     except ValueError as error:  # NaN / Infinity: not JSON, and no database can store it
         raise BadInputError(f"{where} is not valid JSON: {error}", code="invalid_body") from None
     except RecursionError:
-        raise BadInputError(f"{where} is nested too deeply", code="invalid_body") from None
+        raise BadInputError(
+            f"{where}: nested deeper than {MAX_DEPTH} levels (too deep to parse)",
+            code="invalid_body",
+            field="body",
+        ) from None
+    # The one definition of an acceptable payload: the receiver and the worker both get here.
+    check_payload(document, where=where)
+    return document
+
+
+def routing_headers(webhook: WebhookConfig) -> frozenset[str]:
+    """The header names (lower-cased) routing and signature checks read for a provider:
+    kept verbatim when the stored headers are redacted (``workers.payloads``)."""
+    refs = (webhook.event_type, webhook.delivery_id)
+    names = {ref.header for ref in refs if ref is not None and ref.header is not None}
+    # Every scheme's signature header is a MAC of the body (never the secret itself).
+    names.update(
+        name for name in (webhook.signature.header, webhook.signature.timestamp_header) if name
+    )
+    return frozenset(name.lower() for name in names)
 
 
 def lookup(document: Any, path: str | None, default: Any = None) -> Any:
