@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from cache.context import AppContext
 from cache.db import session_scope
@@ -430,8 +430,13 @@ def runs_of_events(session: Session, event_ids: Sequence[str]) -> dict[str, list
     runs: dict[str, list[SyncRun]] = {event_id: [] for event_id in event_ids}
     if not runs:
         return runs
+    # Without the payload: a listing has no use for it, and a poison one stored before the
+    # door refused it (nested too deeply to decode) would fail the whole page.
     for run in session.scalars(
-        select(SyncRun).where(SyncRun.webhook_event_id.in_(list(runs))).order_by(SyncRun.id)
+        select(SyncRun)
+        .where(SyncRun.webhook_event_id.in_(list(runs)))
+        .options(defer(SyncRun.payload, raiseload=True))
+        .order_by(SyncRun.id)
     ):
         runs[run.webhook_event_id or ""].append(run)
     return runs

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, delete, insert, literal, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -44,6 +44,7 @@ __all__ = [
     "claim",
     "discard",
     "durations_since",
+    "fail_unloadable",
     "insert_poll_run",
     "insert_poll_runs",
     "last_finished_runs",
@@ -255,6 +256,57 @@ def claim(session: Session, run_id: int, now: datetime, lease_seconds: float) ->
     if won != 1:
         return None
     return session.get(SyncRun, run_id, populate_existing=True)
+
+
+def fail_unloadable(
+    session: Session, run_id: int, now: datetime, error_type: str, error: str
+) -> SyncRun | None:
+    """End a run whose row cannot be loaded (its JSON fails to decode): ``error``, final.
+
+    Without this the loop of issue 9: the claim's transaction rolls back with the load, so
+    ``attempts`` never moves and the sweeper re-queues the run every lease, forever. Taken
+    only where a claim could take it (queued, or running under an expired lease), by one
+    UPDATE that reads none of its JSON.
+
+    Returns:
+        The run with its JSON columns left unloaded (reading one raises), for the failure
+        notification; None when the run was not claimable (finished, or running elsewhere).
+    """
+    won = update_where(
+        session,
+        SyncRun,
+        [SyncRun.id == run_id, _claimable(now)],
+        state=RunState.ERROR.value,
+        attempts=SyncRun.attempts + 1,
+        started_at=now,
+        finished_at=now,
+        lease_expires_at=None,
+        error_type=error_type,
+        error=error,
+    )
+    if won != 1:
+        return None
+    return session.scalars(
+        select(SyncRun)
+        .where(SyncRun.id == run_id)
+        .options(*(defer(column, raiseload=True) for column in _JSON_COLUMNS))
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    """Queued, or running with an expired lease: what ``claim`` may take."""
+    return or_(
+        SyncRun.state == RunState.QUEUED.value,
+        and_(
+            SyncRun.state == RunState.RUNNING.value,
+            or_(SyncRun.lease_expires_at.is_(None), SyncRun.lease_expires_at < now),
+        ),
+    )
+
+
+#: The columns a poison row can fail to decode.
+_JSON_COLUMNS = (SyncRun.payload, SyncRun.options, SyncRun.result)
 
 
 def set_sync_type(run: SyncRun, sync_type: str) -> None:
