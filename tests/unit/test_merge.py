@@ -274,3 +274,26 @@ def test_newest_wins(incoming: dict, stored: dict, action: str) -> None:
         stored_record=stored,
     )
     assert got.value == action
+
+
+def test_a_replayed_older_state_rolls_back_only_without_newest_wins() -> None:
+    # Issue 9: a captured webhook replayed with a new delivery id reaches the script, which
+    # saves the older state it carries. Only a strategy comparing the record's own time
+    # refuses it; README "Replay safety".
+    current = {"id": "7", "title": "new", "updated_at": "2030-01-02T00:00:00Z"}
+    replayed = {"id": "7", "title": "old", "updated_at": "2030-01-01T00:00:00Z"}
+    replayed_hash = hash_payload(canonical_json(replayed))
+
+    def action(strategy: MergeStrategy) -> Action:
+        return decide(
+            Operation.SAVE,
+            LIVE,
+            replayed_hash,
+            strategy=strategy,
+            cursor_seq=None,
+            incoming=replayed,
+            stored_record=current,
+        )
+
+    assert action(OVERRIDE) is Action.UPDATE  # the rollback
+    assert action(NEWEST) is Action.SKIP
