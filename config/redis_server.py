@@ -50,10 +50,13 @@ def _is_up(socket_path: Path) -> bool:
 def ensure_embedded_redis(var_dir: Path, *, timeout: float = 15.0) -> str:
     """Start the embedded server unless it already answers; return its URL."""
     folder, socket_path, pid_path = _paths(var_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    # Owner-only, like var/secrets.json: the AOF holds every queued webhook and message.
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
     if _is_up(socket_path):
         return embedded_redis_url(var_dir)
-    with open(folder / "start.lock", "w") as lock_file:
+    lock_fd = os.open(folder / "start.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(lock_fd, "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if not _is_up(socket_path):
             _start(folder, socket_path, pid_path)
@@ -85,6 +88,8 @@ def _start(folder: Path, socket_path: Path, pid_path: Path) -> None:
             "--save", "",
         ],
         check=True,
+        # The server creates its AOF, log and pid file owner-only (0600), as it inherits this.
+        umask=0o077,
     )  # fmt: skip
 
 

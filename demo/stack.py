@@ -47,7 +47,7 @@ class Stack:
 
     def start(self, names: tuple[str, ...] = ("web", "worker", "beat")) -> Stack:
         """Migrate (the release step), then start the processes and wait for web to answer."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         subprocess.run(self._hooksync("migrate"), env=self.env, cwd=REPO, check=True)
         for name in names:
             self.start_process(name)
@@ -55,7 +55,9 @@ class Stack:
         return self
 
     def start_process(self, name: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        # Owner-only (0600): a process's log may name connections and events.
+        fd = os.open(self.log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.fdopen(fd, "ab")  # noqa: SIM115 - closed with the process
         self.processes[name] = subprocess.Popen(
             self._hooksync(*PROCESSES[name]),
             env=self.env,
