@@ -48,7 +48,7 @@ from cache.models import (
 from cache.timestamps import api_time
 from config.errors import BadInputError, RetriableError
 from workers import metrics
-from workers.notify import record_forward
+from workers.outbox import record_forward
 from workers.routing import EventPlan, EventRoute, plan_event
 from workers.runs import Claim, new_webhook_run
 

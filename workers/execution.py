@@ -48,7 +48,7 @@ from config.logs import log_context
 from workers import events as webhook_events
 from workers import metrics, runs
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
-from workers.notify import record_completion, record_completions, record_failure
+from workers.outbox import record_completion, record_completions, record_failure
 from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS, retry_delay
 from workers.runs import Claim
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
