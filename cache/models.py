@@ -336,7 +336,7 @@ class Notification(Base):
 class NotificationAttempt(Base):
     """One POST of a notification to its app URL and what came of it (newest last).
 
-    Written by ``workers.notify`` in the transaction that records the attempt's outcome;
+    Written by ``workers.outbox`` in the transaction that records the attempt's outcome;
     shown by ``GET /notifications/<id>`` and the console. A retry restarts ``attempt`` at 1.
     """
 
@@ -364,7 +364,7 @@ class AppEndpoint(Base):
     __tablename__ = "app_endpoints"
 
     #: The configured URL exactly as in ``HOOKSYNC_APP_WEBHOOK_URLS`` (may hold a token:
-    #: show it only through ``workers.notify.redact_url``).
+    #: show it only through ``workers.app_webhooks.redact_url``).
     url: Mapped[str] = mapped_column(Text, primary_key=True)
     gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: The HTTP status that stopped delivery (410).

@@ -2,7 +2,7 @@
 
 ``GET /notifications/endpoints`` shows each configured app URL, its stable ``id`` and
 whether a 410 stopped delivery to it; ``POST /notifications/endpoints/<id>/enable`` clears
-that. The views parse parameters (``ingress.params``) and shape JSON; ``workers.notify``
+that. The views parse parameters (``ingress.params``) and shape JSON; ``workers.outbox``
 does the work. App URLs are shown without credentials or query string, since operators
 put tokens there.
 """
@@ -21,18 +21,17 @@ from cache.timestamps import api_optional_time, api_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
 from ingress.params import choice_param, limit_param, text_param, time_param
+from workers.app_webhooks import endpoint_id, redact_url
 from workers.enqueue import enqueue_after_commit
-from workers.notify import (
+from workers.outbox import (
     MAX_ID,
     MAX_LIST_LIMIT,
     EndpointStatus,
     enable_endpoint,
-    endpoint_id,
     get_notification,
     list_attempts,
     list_endpoints,
     list_notifications,
-    redact_url,
     retry_failed,
     retry_notification,
 )

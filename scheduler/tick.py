@@ -9,12 +9,12 @@ cheap with tens of thousands of schedules, and any number of beats may tick at o
    whose worker went silent are re-enqueued as they are, and the execution's own claim
    takes them over;
 3. sweep notifications: ``pending`` ones that are due and not dispatched recently (see
-   ``workers.notify``) are stamped and re-enqueued — this is what drives delivery retries;
+   ``workers.outbox``) are stamped and re-enqueued — this is what drives delivery retries;
 4. now and then, housekeeping: forget webhook delivery ids older than the dedupe window and
    release schedules whose active run is over but was never finished.
 
 Each step is a transition of a table's state machine, performed by the module that owns it
-(``workers.schedules``, ``workers.runs``, ``workers.notify``, ``workers.events``); the tick
+(``workers.schedules``, ``workers.runs``, ``workers.outbox``, ``workers.events``); the tick
 decides only when. It only touches the database; its caller (the ``hooksync.tick`` task)
 enqueues the returned ids after the transactions committed.
 """
@@ -30,7 +30,7 @@ from datetime import datetime
 from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import utcnow
-from workers import events, notify, runs, schedules
+from workers import events, outbox, runs, schedules
 
 __all__ = ["TickResult", "tick"]
 
@@ -87,7 +87,7 @@ def tick(
     with session_scope(ctx.sessions) as session:
         swept = runs.sweep_expired(session, now, settings.lease_seconds, BATCH_SIZE)
     with session_scope(ctx.sessions) as session:
-        notification_ids = notify.sweep_due(session, now, settings.lease_seconds, BATCH_SIZE)
+        notification_ids = outbox.sweep_due(session, now, settings.lease_seconds, BATCH_SIZE)
 
     if _housekeeping_due(housekeeping):
         with session_scope(ctx.sessions) as session:

@@ -6,7 +6,7 @@
 2. record and route them in one transaction, the new runs claimed by this worker
    (``workers.events.route_events``), then acknowledge the entries;
 3. execute the claimed runs, coalesced per (connection, sync) (``workers.coalesce``);
-4. deliver the completion webhooks at once (``workers.notify.deliver_many``);
+4. deliver the completion webhooks at once (``workers.delivery.deliver_many``);
 
 and again, while entries keep coming, for at most ``DRAIN_SECONDS`` — then it hands over to
 a new wake-up, so one long drain never holds a worker process away from ticks and polls.
@@ -30,10 +30,10 @@ from config.errors import RetriableError
 from config.logs import log_context
 from workers import inbox
 from workers.coalesce import execute_webhook_runs
+from workers.delivery import deliver_many
 from workers.enqueue import enqueue_notifications, enqueue_runs, wake_drain
 from workers.events import RouteResult, route_events
 from workers.execution import log_fields
-from workers.notify import deliver_many
 from workers.runs import Claim
 
 __all__ = ["BATCH_SIZE", "DRAIN_SECONDS", "drain_inbox", "reclaim_inbox"]

@@ -1,18 +1,21 @@
-"""The notification outbox: completion and forwarded webhooks to the app (ARCHITECTURE.md §8).
+"""The notification outbox: the owner of ``notifications``, ``notification_attempts`` and
+``app_endpoints`` (ARCHITECTURE.md §8, §12). Every write to them is made here.
 
 Recording and sending are separate steps. ``record_*`` add one ``notifications`` row per
 (message, app URL) inside the caller's transaction, holding the exact JSON text that will
-be sent; after committing, the caller enqueues the returned ids. ``deliver`` sends one row:
-it claims the row with a conditional UPDATE (so two workers never send the same attempt),
-POSTs outside any transaction, then records the outcome. Retries are not Celery countdowns:
-a failed attempt stores ``next_attempt_at`` and the beat tick's sweeper dispatches the row
-again once that time has come (``scheduler.tick``).
+be sent (``workers.app_webhooks``); after committing, the caller enqueues the returned ids.
+``workers.delivery`` sends a row: ``claim`` leases it with a conditional UPDATE (so two
+workers never send the same attempt), the POST goes out outside any transaction, then
+``record_outcome`` stores what came of it (``claim_many`` and ``record_deliveries`` do the
+same for a batch). Retries are not Celery countdowns: a failed attempt stores
+``next_attempt_at`` and the beat tick's sweeper dispatches the row again once that time has
+come (``sweep_due``, called by ``scheduler.tick``).
 
 Dispatch marker: ``lease_expires_at`` doubles as "dispatched at". A row is created with it
 set to its creation time (its caller enqueues it right away), and the sweeper stamps it with
 the tick time when it re-enqueues a due row; both stamp ``DISPATCH_SKEW_SECONDS`` early.
-``deliver`` treats any lease at or before its ``now`` as free, so the marker never blocks a
-send, while the sweeper re-dispatches a row only once its marker (or a crashed sender's
+``claim`` treats any lease at or before its ``started`` as free, so the marker never blocks
+a send, while the sweeper re-dispatches a row only once its marker (or a crashed sender's
 lease) is ``lease_seconds`` old — a backlog of due rows does not pile up duplicate messages.
 
 Gone URLs: a 410 marks the URL gone in ``app_endpoints`` and, in the same transaction, every
@@ -24,21 +27,15 @@ Retrying a notification to the URL (``retry_notification``) is the operator's wa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
-import requests
-import urllib3
 from sqlalchemy import (
     ColumnElement,
     Table,
@@ -69,21 +66,32 @@ from cache.timestamps import js_time
 from config.errors import BadInputError
 from config.settings import Settings
 from workers import metrics
-from workers.app_signatures import signed_headers
-from workers.external import parse_retry_after
+from workers.app_webhooks import (
+    COUNT_NAMES,
+    encode_body,
+    endpoint_id,
+    forward_body,
+    read_count,
+    redact_url,
+    sync_envelope,
+)
 from workers.retry import next_delay
 
 __all__ = [
+    "ATTEMPT_ERROR_CHARS",
+    "DISPATCH_SKEW_SECONDS",
     "MAX_ID",
     "MAX_LIST_LIMIT",
+    "NOT_SENT_GONE",
+    "RETRIABLE_STATUSES",
+    "SEND_LEASE_SECONDS",
+    "Attempt",
     "EndpointStatus",
+    "claim",
+    "claim_many",
     "classify_status",
-    "deliver",
-    "deliver_many",
     "dispatch_marker",
     "enable_endpoint",
-    "encode_body",
-    "endpoint_id",
     "get_notification",
     "list_attempts",
     "list_endpoints",
@@ -91,20 +99,21 @@ __all__ = [
     "oldest_pending",
     "record_completion",
     "record_completions",
+    "record_deliveries",
     "record_failure",
     "record_forward",
-    "redact_url",
+    "record_outcome",
     "redispatch_cutoff",
+    "release_claim",
     "retry_failed",
     "retry_notification",
+    "sweep_due",
 ]
 
 log = logging.getLogger(__name__)
 
 #: How long one worker owns a row while sending it; longer than the request timeout.
 SEND_LEASE_SECONDS = 60
-#: Per-request timeout (connect and each read) of a delivery POST.
-TIMEOUT_SECONDS = 20
 #: HTTP statuses retried besides 5xx. 410 stops delivery; any other 4xx fails at once.
 RETRIABLE_STATUSES = frozenset({408, 429})
 #: The dispatch marker is stamped this far in the past, so a worker whose clock runs behind
@@ -115,8 +124,6 @@ DISPATCH_SKEW_SECONDS = 30
 NOT_SENT_GONE = (
     "not sent: the app answered 410 for this URL; retry a notification to it to re-enable"
 )
-
-Poster = Callable[..., requests.Response]
 
 
 def dispatch_marker(now: datetime) -> datetime:
@@ -129,16 +136,7 @@ def redispatch_cutoff(now: datetime, lease_seconds: int) -> datetime:
     return now - timedelta(seconds=lease_seconds + DISPATCH_SKEW_SECONDS)
 
 
-# -- bodies -------------------------------------------------------------------------------
-
-
-def encode_body(body: Mapping[str, Any]) -> str:
-    """Serialize a webhook body the way JavaScript's ``JSON.stringify`` would.
-
-    Compact separators, insertion order kept, non-ASCII left as is: an app that re-stringifies
-    the parsed body (Nango's legacy ``verifyWebhookSignature`` does) gets the same text back.
-    """
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+# -- recording ------------------------------------------------------------------------------
 
 
 def record_completion(
@@ -184,7 +182,7 @@ def record_completions(
             continue
         start = js_time(started_at or run.started_at or run.created_at or utcnow())
         for model, counts in results.items():
-            added, updated, deleted = (_count(model, counts, name) for name in _COUNT_NAMES)
+            added, updated, deleted = (read_count(model, counts, name) for name in COUNT_NAMES)
             if not (added or updated or deleted) and not settings.notify_empty:
                 continue
             body = {
@@ -246,39 +244,18 @@ def record_forward(
 
     ``from`` is the integration key: hooksync has no separate provider name.
     """
-    body = {
-        "from": provider_config_key,
-        "type": "forward",
-        "providerConfigKey": provider_config_key,
-        "connectionId": connection_id,
-        "payload": payload,
-    }
+    body = forward_body(provider_config_key, connection_id, payload)
     return _insert(session, settings.app_webhook_urls, [(body, None)])
 
 
-_COUNT_NAMES = ("added", "updated", "deleted")
-
-
-def _count(model: str, counts: Mapping[str, int], name: str) -> int:
-    value = counts.get(name, 0) if isinstance(counts, Mapping) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"results[{model!r}][{name!r}] must be a count (a whole number >= 0), got {value!r}"
-        )
-    return value
-
-
 def _sync_envelope(connection: Connection, run: SyncRun, model: str | None) -> dict[str, Any]:
-    """The leading fields of a sync webhook, success or failure, in Nango's order."""
-    return {
-        "from": "nango",
-        "type": "sync",
-        "connectionId": connection.connection_id,
-        "providerConfigKey": connection.provider_config_key,
-        "syncName": run.sync_name,
-        "model": model,
-        "syncType": run.sync_type,
-    }
+    return sync_envelope(
+        connection_id=connection.connection_id,
+        provider_config_key=connection.provider_config_key,
+        sync_name=run.sync_name,
+        model=model,
+        sync_type=run.sync_type,
+    )
 
 
 def _load_connection(session: Session, run: SyncRun) -> Connection | None:
@@ -345,16 +322,6 @@ def _active_urls(session: Session, urls: Sequence[str]) -> list[str]:
     return [url for url in urls if url not in gone]
 
 
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/path``: user, password, query and fragment dropped."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    suffix = "?…" if parts.query else ""
-    return urlunsplit((parts.scheme, host, parts.path, "", "")) + suffix
-
-
 def classify_status(status: int | None) -> NotificationState | None:
     """Map one attempt's outcome to the next state; None means "retry later".
 
@@ -371,11 +338,14 @@ def classify_status(status: int | None) -> NotificationState | None:
     return NotificationState.FAILED
 
 
-# -- sending ----------------------------------------------------------------------------
+# -- sending: the claims and the outcomes of ``workers.delivery`` ---------------------------
 
 
 @dataclass(frozen=True)
-class _Attempt:
+class Attempt:
+    """One POST's outcome: the app's status (None for a network error), the error to record,
+    the app's ``Retry-After`` in seconds, and how long the POST took."""
+
     status: int | None
     error: str | None
     retry_after: float | None
@@ -387,7 +357,7 @@ ATTEMPT_ERROR_CHARS = 500
 
 
 def _attempt_row(
-    notification_id: int, number: int, attempt: _Attempt, at: datetime
+    notification_id: int, number: int, attempt: Attempt, at: datetime
 ) -> dict[str, Any]:
     """The ``notification_attempts`` values of one POST (inserted with its outcome)."""
     error = attempt.error[:ATTEMPT_ERROR_CHARS] if attempt.error else None
@@ -404,29 +374,16 @@ def _attempt_row(
 _INSERT_ATTEMPT = insert(NotificationAttempt)
 
 
-def deliver(
-    ctx: AppContext,
-    notification_id: int,
-    *,
-    now: datetime | None = None,
-    session_post: Poster | None = None,
-    rng: random.Random | None = None,
-) -> None:
-    """Send one notification once, if it is due and nobody else is sending it.
+def claim(ctx: AppContext, notification_id: int, started: datetime, lease: datetime) -> Any:
+    """Lease one row for sending until ``lease``, if it is due and nobody else is sending it.
 
-    Idempotent against the row's state: a delivered, gone, failed, not-yet-due or
-    currently-leased row is left alone, so a duplicate task message changes nothing.
+    A row whose URL turned out gone is made ``gone`` unsent instead (see the module
+    docstring).
 
-    Args:
-        ctx: For the sessions and the signing keys.
-        notification_id: The row to send.
-        now: The attempt's instant (tests inject it); defaults to the clock.
-        session_post: ``requests.post`` or a stand-in with the same signature; default:
-            the process's keep-alive poster.
-        rng: Jitter source for the retry delay.
+    Returns:
+        The claimed row's ``url``, ``body``, ``webhook_id``, ``attempts`` and
+        ``created_at``, or None when there is nothing to send.
     """
-    started = now or utcnow()
-    lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
     with session_scope(ctx.sessions) as session:
         claimed = update_where(
             session,
@@ -444,7 +401,7 @@ def deliver(
         )
         if not claimed:
             log.debug("notification %s is not due or is being sent; skipped", notification_id)
-            return
+            return None
         row = session.execute(
             select(
                 Notification.url,
@@ -467,113 +424,25 @@ def deliver(
                 .execution_options(synchronize_session=False)
             )
             log.info("notification %s: its URL is gone; not sent", notification_id)
-            return
-
-    body = row.body.encode("utf-8")
-    headers = signed_headers(
-        ctx.settings.webhook_signing_keys, row.webhook_id, int(started.timestamp()), body
-    )
-    headers["User-Agent"] = "hooksync"
-    attempt = _post(session_post or _keep_alive_post(ctx), row.url, body, headers, started)
-    finished = now or utcnow()
-    _record_outcome(
-        ctx, notification_id, row.url, lease, row.attempts + 1, attempt, finished, rng,
-        created_at=row.created_at,
-    )  # fmt: skip
+            return None
+    return row
 
 
-def deliver_many(
-    ctx: AppContext, notification_ids: Sequence[int], *, now: datetime | None = None
-) -> None:
-    """Send several notifications now, as ``deliver`` does one by one, in fewer transactions.
+def claim_many(
+    ctx: AppContext, notification_ids: list[int], started: datetime, lease: datetime
+) -> tuple[list[Any], set[str]]:
+    """Lease, in one transaction, every row of ``notification_ids`` that is due and free.
 
-    One transaction claims every row that is due and free, the POSTs go out in id order over
-    the process's keep-alive session, and one transaction records the deliveries; any other
-    outcome (a retry, a 410, a failure) is recorded row by row by ``deliver``'s own rules.
+    Returns:
+        The claimed rows in id order (``id``, ``url``, ``body``, ``webhook_id``,
+        ``attempts``, ``run_id``, ``event_id``, ``created_at``), and which of their URLs
+        are gone: those rows are left for ``deliver`` (``release_claim``).
     """
-    if not notification_ids:
-        return
-    started = now or utcnow()
-    lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
-    ids = list(notification_ids)
     with session_scope(ctx.sessions) as session:
-        session.execute(_CLAIM_MANY, {"ids": ids, "p_now": started, "p_lease": lease})
-        rows = session.execute(_CLAIMED, {"ids": ids, "p_lease": lease}).all()
+        session.execute(_CLAIM_MANY, {"ids": notification_ids, "p_now": started, "p_lease": lease})
+        rows = session.execute(_CLAIMED, {"ids": notification_ids, "p_lease": lease}).all()
         gone = set(session.scalars(_GONE_OF, {"urls": sorted({row.url for row in rows})}))
-    post = _keep_alive_post(ctx)
-    sendable = []
-    for row in rows:
-        if row.url in gone:
-            # Claimed, and now left for ``deliver`` to turn gone; it is free again once
-            # this lease ends, or at once through the retry path below.
-            _release_to_deliver(ctx, row.id, lease)
-            deliver(ctx, row.id, now=now)
-        else:
-            sendable.append(row)
-
-    def send(row: Any) -> _Attempt:
-        body = row.body.encode("utf-8")
-        headers = signed_headers(
-            ctx.settings.webhook_signing_keys, row.webhook_id, int(started.timestamp()), body
-        )
-        headers["User-Agent"] = "hooksync"
-        return _post(post, row.url, body, headers, started)
-
-    # The POSTs of a batch go to different (connection, sync, model) streams: sent side by
-    # side, a batch waits for the slowest answer instead of the sum of all of them.
-    attempts = list(_senders(ctx).map(send, sendable)) if len(sendable) > 1 else map(send, sendable)
-    finished = now or utcnow()
-    delivered: list[dict[str, Any]] = []
-    delivered_created: list[datetime] = []
-    attempt_rows: list[dict[str, Any]] = []
-    for row, attempt in zip(sendable, attempts, strict=True):
-        if classify_status(attempt.status) is NotificationState.DELIVERED:
-            delivered.append({"nid": row.id, "status": attempt.status})
-            delivered_created.append(row.created_at)
-            attempt_rows.append(_attempt_row(row.id, row.attempts + 1, attempt, started))
-            continue
-        _record_outcome(
-            ctx, row.id, row.url, lease, row.attempts + 1, attempt, finished, None,
-            created_at=row.created_at,
-        )  # fmt: skip
-    if delivered:
-        # Delivered is the truth even if the lease ran out meanwhile (as in ``deliver``).
-        table = cast(Table, Notification.__table__)
-        with session_scope(ctx.sessions) as session:
-            session.connection().execute(
-                update(table)
-                .where(
-                    table.c.id == bindparam("nid"),
-                    table.c.state == NotificationState.PENDING.value,
-                )
-                .values(
-                    state=NotificationState.DELIVERED.value,
-                    delivered_at=finished,
-                    attempts=table.c.attempts + 1,
-                    last_status=bindparam("status"),
-                    last_error=None,
-                    lease_expires_at=None,
-                ),
-                delivered,
-            )
-            # The attempts of the batch, one executemany in the same transaction.
-            session.execute(_INSERT_ATTEMPT, attempt_rows)
-        metrics.count_delivered(delivered_created, finished)
-        by_id = {row.id: row for row in sendable}
-        for item in delivered:
-            row = by_id[item["nid"]]
-            log.info(
-                "notification %s delivered: status %s",
-                row.id,
-                item["status"],
-                extra={
-                    "notification_id": row.id,
-                    "run_id": row.run_id,
-                    "event_id": row.event_id,
-                    "url": redact_url(row.url),
-                    "status": item["status"],
-                },
-            )
+    return list(rows), gone
 
 
 #: The webhook event behind a notification's run (None for a poll's, or a forward), so
@@ -585,7 +454,7 @@ _EVENT_OF_RUN = (
     .label("event_id")
 )
 
-# ``deliver_many``'s statements, built once (building one costs about as much as running it).
+# ``claim_many``'s statements, built once (building one costs about as much as running it).
 _CLAIM_MANY = (
     update(Notification)
     .where(
@@ -622,7 +491,8 @@ _GONE_OF = select(AppEndpoint.url).where(
 )
 
 
-def _release_to_deliver(ctx: AppContext, notification_id: int, lease: datetime) -> None:
+def release_claim(ctx: AppContext, notification_id: int, lease: datetime) -> None:
+    """End the lease ``claim_many`` took on a row, if it still holds."""
     with session_scope(ctx.sessions) as session:
         session.execute(
             update(Notification)
@@ -632,154 +502,80 @@ def _release_to_deliver(ctx: AppContext, notification_id: int, lease: datetime) 
         )
 
 
-#: Where ``_keep_alive_post`` keeps the HTTP session of an ``AppContext``.
-_HTTP_KEY = "notify_http"
-#: Where ``_senders`` keeps the delivery threads of an ``AppContext``.
-_SENDERS_KEY = "notify_senders"
-#: POSTs of one batch in flight at once.
-PARALLEL_POSTS = 8
-
-
-def _senders(ctx: AppContext) -> ThreadPoolExecutor:
-    """The process's delivery threads (made on first use, so after a prefork fork)."""
-    return ctx.handle(
-        _SENDERS_KEY,
-        lambda: ThreadPoolExecutor(PARALLEL_POSTS, thread_name_prefix="hooksync-deliver"),
-        close=lambda pool: pool.shutdown(wait=False),
-    )
-
-
-def _keep_alive_post(ctx: AppContext) -> Poster:
-    """The process's keep-alive poster (``_Poster``), made on first use."""
-    return ctx.handle(_HTTP_KEY, _Poster)
-
-
-class _Poster:
-    """``requests.post``'s signature and errors over urllib3 pools, kept per app host.
-
-    A delivery needs none of what ``requests`` adds per call (cookies, hooks, auth, proxy
-    lookup in the environment, redirects), and that costs about three times the POST
-    itself; the profile of the webhook path showed it. Proxies the environment names for
-    an app URL (``HTTPS_PROXY``, ``NO_PROXY``, …) are looked up once per URL.
-    """
-
-    def __init__(self) -> None:
-        self._direct = urllib3.PoolManager(num_pools=32, maxsize=4, retries=False)
-        self._proxied: dict[str, urllib3.ProxyManager] = {}
-        self._route: dict[str, urllib3.PoolManager] = {}
-
-    def __call__(
-        self,
-        url: str,
-        *,
-        data: bytes,
-        headers: Mapping[str, str],
-        timeout: float,
-        allow_redirects: bool = False,
-        stream: bool = True,
-    ) -> Any:
-        manager = self._route.get(url) or self._manager_for(url)
-        try:
-            response = manager.request(
-                "POST",
-                url,
-                body=data,
-                headers=dict(headers),
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                redirect=False,
-                preload_content=False,
+def record_deliveries(
+    ctx: AppContext, delivered: Sequence[tuple[Any, Attempt]], started: datetime, now: datetime
+) -> None:
+    """Record a batch's delivered POSTs (rows from ``claim_many``) in one transaction."""
+    values = [{"nid": row.id, "status": attempt.status} for row, attempt in delivered]
+    attempt_rows = [
+        _attempt_row(row.id, row.attempts + 1, attempt, started) for row, attempt in delivered
+    ]
+    # Delivered is the truth even if the lease ran out meanwhile (as in ``record_outcome``).
+    table = cast(Table, Notification.__table__)
+    with session_scope(ctx.sessions) as session:
+        session.connection().execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("nid"),
+                table.c.state == NotificationState.PENDING.value,
             )
-        except urllib3.exceptions.NewConnectionError as error:
-            # (urllib3 files a refused connection under its timeouts; requests does not)
-            raise requests.ConnectionError(type(error).__name__) from None
-        except urllib3.exceptions.TimeoutError as error:
-            raise requests.Timeout(type(error).__name__) from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise requests.ConnectionError(type(error).__name__) from None
-        return _Answer(response)
-
-    def _manager_for(self, url: str) -> urllib3.PoolManager:
-        proxy = requests.utils.get_environ_proxies(url).get(urlsplit(url).scheme)
-        manager: urllib3.PoolManager = self._direct
-        if proxy:
-            if proxy not in self._proxied:
-                self._proxied[proxy] = urllib3.ProxyManager(proxy, retries=False)
-            manager = self._proxied[proxy]
-        self._route[url] = manager
-        return manager
-
-
-class _Answer:
-    """The part of a ``requests.Response`` that ``_post`` reads."""
-
-    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
-        self._response = response
-        self.status_code = response.status
-        self.headers = response.headers
-
-    def close(self) -> None:
-        remaining = self._response.length_remaining
-        if remaining is not None and remaining <= _DRAIN_LIMIT:
-            # Read what little the app answered, so the connection goes back to the pool.
-            self._response.drain_conn()
-        else:
-            self._response.close()  # a big or unsized answer is not worth reading
-        self._response.release_conn()
-
-
-#: An app's answer up to this size is read to keep its connection; a larger one closes it.
-_DRAIN_LIMIT = 64 * 1024
-
-
-def _post(
-    session_post: Poster, url: str, body: bytes, headers: dict[str, str], now: datetime
-) -> _Attempt:
-    clock = time.monotonic()
-    try:
-        # Redirects are not followed: requests would turn a POST into a GET on 301/302.
-        # stream=True: only the status and headers matter; the answer's body is never read.
-        response = session_post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT_SECONDS,
-            allow_redirects=False,
-            stream=True,
+            .values(
+                state=NotificationState.DELIVERED.value,
+                delivered_at=now,
+                attempts=table.c.attempts + 1,
+                last_status=bindparam("status"),
+                last_error=None,
+                lease_expires_at=None,
+            ),
+            values,
         )
-    except requests.Timeout as error:
-        # Only the exception's class: its message repeats the URL, which may hold a token.
-        return _Attempt(
-            None,
-            f"network error: {type(error).__name__} (no answer in time)",
-            None,
-            _elapsed_ms(clock),
+        # The attempts of the batch, one executemany in the same transaction.
+        session.execute(_INSERT_ATTEMPT, attempt_rows)
+    metrics.count_delivered([row.created_at for row, _ in delivered], now)
+    for row, attempt in delivered:
+        log.info(
+            "notification %s delivered: status %s",
+            row.id,
+            attempt.status,
+            extra={
+                "notification_id": row.id,
+                "run_id": row.run_id,
+                "event_id": row.event_id,
+                "url": redact_url(row.url),
+                "status": attempt.status,
+            },
         )
-    except requests.RequestException as error:
-        return _Attempt(None, f"network error: {type(error).__name__}", None, _elapsed_ms(clock))
-    status = response.status_code
-    response.close()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
-    return _Attempt(
-        status, None if 200 <= status < 300 else f"HTTP {status}", retry_after, _elapsed_ms(clock)
-    )
 
 
-def _elapsed_ms(since: float) -> int:
-    return max(0, round((time.monotonic() - since) * 1000))
-
-
-def _record_outcome(
+def record_outcome(
     ctx: AppContext,
     notification_id: int,
     url: str,
     lease: datetime,
     attempts: int,
-    attempt: _Attempt,
+    attempt: Attempt,
     now: datetime,
     rng: random.Random | None,
     *,
     created_at: datetime | None = None,
 ) -> None:
+    """Store what came of one POST of a row leased by ``claim`` (or ``claim_many``).
+
+    Delivered, gone and failed rows leave ``pending``; a retriable outcome schedules the
+    next attempt (``workers.retry.next_delay``), or fails the row once the schedule is used
+    up. The attempt is inserted into ``notification_attempts`` in the same transaction.
+
+    Args:
+        ctx: For the sessions.
+        notification_id: The row that was sent.
+        url: Its URL (a 410 stops every pending row to it).
+        lease: The lease the claim took; the update is fenced by it, except a delivery.
+        attempts: The row's attempts, this one included.
+        attempt: The POST's outcome.
+        now: When the POST finished.
+        rng: Jitter source for the retry delay.
+        created_at: The row's creation, for the delivery latency metric.
+    """
     state = classify_status(attempt.status)
     values: dict[str, Any] = {
         "attempts": attempts,
@@ -904,7 +700,7 @@ def _stop_pending(
     """Make every other pending row to ``url`` ``gone``, unsent.
 
     Rows another worker is sending right now (their lease runs past ``now``) are left to
-    that worker: ``_record_outcome`` stops them unless the attempt delivered them.
+    that worker: ``record_outcome`` stops them unless the attempt delivered them.
     """
     stopped = rows_matched(
         session.execute(
@@ -1112,14 +908,6 @@ def retry_failed(session: Session, since: datetime, now: datetime) -> list[int]:
     )
     log.info("%s failed or gone notification(s) since %s made pending", len(ids), since)
     return ids
-
-
-def endpoint_id(url: str) -> str:
-    """A configured app URL's stable id for the API: the first 12 hex of its sha256.
-
-    The URL itself may hold a token, so it is never a path segment.
-    """
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
 
 
 def enable_endpoint(session: Session, endpoint: str, urls: Sequence[str]) -> str | None:

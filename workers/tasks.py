@@ -20,12 +20,12 @@ from celery.exceptions import Reject
 from config.errors import RetriableError
 from config.logs import log_context
 from workers.celery_app import context_of
+from workers.delivery import deliver
 from workers.drain import drain_inbox
 from workers.enqueue import enqueue_notifications, enqueue_runs
 from workers.events import route_event
 from workers.execution import execute_run
 from workers.inbox import consumer_name
-from workers.notify import deliver
 
 __all__ = ["TASK_OPTIONS", "classified", "register_tasks"]
 

@@ -4,7 +4,7 @@ The list shows the outbox newest first (state, attempts, the last status or erro
 filtered by state, connection and time, with a retry button on failed and gone ones and one
 form to retry every failed notification since a time. Above it, each configured app URL
 with its state (``active``, or ``gone`` after a 410) and a re-enable button. One
-notification's page lists its attempts. Reads and writes go through ``workers.notify``, the
+notification's page lists its attempts. Reads and writes go through ``workers.outbox``, the
 outbox's owner (ARCHITECTURE.md §12); the ids a write made pending are queued after commit,
 as the API does. App URLs are shown redacted: operators put tokens in them.
 """
@@ -24,16 +24,15 @@ from config.errors import BadInputError
 from ingress.auth import current_context
 from ingress.console.blueprint import bp, page
 from ingress.console.filters import AGES, parse_time
+from workers.app_webhooks import endpoint_id, redact_url
 from workers.enqueue import enqueue_after_commit
-from workers.notify import (
+from workers.outbox import (
     MAX_ID,
     enable_endpoint,
-    endpoint_id,
     get_notification,
     list_attempts,
     list_endpoints,
     list_notifications,
-    redact_url,
     retry_failed,
     retry_notification,
 )

@@ -2,7 +2,7 @@
 version.
 
 The ``whsec_…`` secret is the one ``GET /webhooks/signing-secret`` returns (the issue asks
-for it here); the app URLs are shown redacted (``workers.notify.redact_url``), since a URL
+for it here); the app URLs are shown redacted (``workers.app_webhooks.redact_url``), since a URL
 may carry a token in its query or user info.
 """
 
@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response
 from ingress.auth import current_context
 from ingress.console.blueprint import bp, hooksync_version, page
 from ingress.integrations import SIGNATURE_HEADER, signing_secrets
-from workers.notify import redact_url
+from workers.app_webhooks import redact_url
 
 __all__ = ["settings"]
 

@@ -23,8 +23,10 @@ from ingress.webhooks import build_event
 from tests.support.api import Api
 from tests.support.auth import API_KEY
 from tests.support.rows import add_connection
+from workers.app_webhooks import endpoint_id
+from workers.delivery import deliver
 from workers.events import route_event
-from workers.notify import deliver, endpoint_id, record_completion
+from workers.outbox import record_completion
 
 APP_PATH = "/hooks/app"
 #: What a credential-like header of a stored event holds: it must never reach the page.

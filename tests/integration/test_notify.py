@@ -37,11 +37,11 @@ from tests.support.concurrency import run_at_once
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers.app_signatures import legacy_signature, whsec_secret
-from workers.notify import (
+from workers.app_webhooks import endpoint_id
+from workers.delivery import deliver
+from workers.outbox import (
     DISPATCH_SKEW_SECONDS,
     NOT_SENT_GONE,
-    deliver,
-    endpoint_id,
     list_endpoints,
     list_notifications,
     record_completion,
@@ -532,7 +532,7 @@ def test_a_410_stops_every_delivery_to_that_url_but_not_to_the_others(
 
     # New completions, failures and forwards record nothing for the gone URL.
     caplog.clear()
-    caplog.set_level("WARNING", logger="workers.notify")
+    caplog.set_level("WARNING", logger="workers.outbox")
     new_ids = _complete(two_urls, TWO_MODELS, connection_id="later")
     _, run_id = _make_run(two_urls, connection_id="failing")
     with session_scope(two_urls.sessions) as session:

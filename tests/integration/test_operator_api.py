@@ -1,8 +1,8 @@
 """The operator API the console and the CLI read: filters, details, attempts, bulk retry.
 
 Events are routed by ``workers.events.route_events`` from the receiver's own event shape
-(``ingress.webhooks.build_event``); notifications are recorded and sent by
-``workers.notify`` to a real HTTP server on loopback (``tests/support/api.Api``). Every
+(``ingress.webhooks.build_event``); notifications are recorded by ``workers.outbox`` and sent
+by ``workers.delivery`` to a real HTTP server on loopback (``tests/support/api.Api``). Every
 test runs on SQLite and Postgres (``database_url``).
 """
 
@@ -30,12 +30,11 @@ from tests.support.api import Api
 from tests.support.auth import AUTH
 from tests.support.integrations import write_integrations
 from tests.support.rows import insert_connection
+from workers.app_webhooks import endpoint_id
 from workers.celery_app import DEFAULT_QUEUE
+from workers.delivery import deliver, deliver_many
 from workers.events import route_events
-from workers.notify import (
-    deliver,
-    deliver_many,
-    endpoint_id,
+from workers.outbox import (
     get_notification,
     list_endpoints,
     list_notifications,

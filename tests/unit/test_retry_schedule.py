@@ -14,8 +14,9 @@ from cache.models import NotificationState, Schedule
 from cache.timestamps import js_time
 from config.frequency import next_run_after
 from config.integrations import SyncConfig
+from workers.app_webhooks import encode_body
 from workers.external import parse_retry_after
-from workers.notify import classify_status, encode_body
+from workers.outbox import classify_status
 from workers.retry import MAX_RETRY_AFTER_SECONDS, RETRY_DELAYS, next_delay, retry_delay
 from workers.schedules import interval_for, poll_sync_type
 
