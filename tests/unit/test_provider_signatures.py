@@ -542,7 +542,7 @@ def _generic(secret: str, when: float) -> Signed:
 def _generic_stamped(secret: str, when: float) -> Signed:
     body, stamp = b'{"id": 1}', str(int(when))
     headers = {"X-Sig": sign_generic(secret, body, timestamp=stamp), "X-Timestamp": stamp}
-    config = {"header": "X-Sig", "timestamp_header": "X-Timestamp"}
+    config: dict[str, object] = {"header": "X-Sig", "timestamp_header": "X-Timestamp"}
     return Signed(body, headers, config, "X-Sig", "X-Timestamp")
 
 
