@@ -621,7 +621,7 @@ def check(variant: str, signed: Signed, secrets: list[str], now: float = NOW) ->
         secrets=secrets,
         url=URL,
         now=now,
-        **signed.config,
+        **signed.config,  # type: ignore[arg-type]
     )
 
 
