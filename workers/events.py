@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, defer
 
 from cache.context import AppContext
@@ -179,7 +179,7 @@ def route_events(
                         results[index] = result
             except (OperationalError, InterfaceError):
                 raise
-            except SQLAlchemyError:
+            except Exception:  # noqa: BLE001 - one event's fault must not hold the batch back
                 log.info("routing the batch of %d at once failed; routing one by one", len(rows))
                 for index, row in _new_rows(fresh):
                     results[index] = _route_new(session, ctx, row, now=now, claim=claim)
@@ -297,9 +297,11 @@ def _route_new(
         return _already_routed(session, existing)
     except (OperationalError, InterfaceError):
         raise
-    except SQLAlchemyError as error:
-        # The database refused something routing derived from the body. Keep the raw
-        # event, rejected and replayable, rather than lose the only copy.
+    except Exception as error:  # noqa: BLE001 - anything else is this event's own fault
+        # The database refused something routing derived from the body, or routing itself
+        # failed on it (a RecursionError...). Keep the raw event, rejected and replayable,
+        # rather than lose the only copy or leave it in the inbox to fail again forever.
+        log.warning("webhook event %s rejected: could not route it", row.id, exc_info=True)
         rejected = _rejected_row(row, error)
         with session.begin_nested():
             session.add(rejected)

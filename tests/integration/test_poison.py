@@ -234,3 +234,20 @@ def test_an_unloadable_run_shows_on_its_event(ctx: AppContext, client: FlaskClie
     (run,) = event["runs"]
     assert (run["id"], run["state"], run["error_type"]) == (run_id, "error", "unloadable_run")
     assert "could not be loaded (RecursionError" in run["error"], run
+
+
+def test_an_event_routing_fails_on_is_rejected_and_leaves_the_inbox(
+    client: FlaskClient, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.events
+
+    def explode(*_args: Any, **_kwargs: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")  # not a database error
+
+    monkeypatch.setattr(workers.events, "_route", explode)
+    assert post(client, '{"type": "x", "account": "c1"}').status_code == 202
+    assert drain_inbox(ctx, "test") == 1
+    assert drain_inbox(ctx, "test") == 0  # acknowledged: never handed out again
+    with session_scope(ctx.sessions) as session:
+        (row,) = session.scalars(select(WebhookEvent))
+        assert (row.state, row.error) == ("rejected", "could not route: RecursionError")
