@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from cache.context import AppContext
@@ -114,7 +115,15 @@ def execute_run(ctx: AppContext, run_id: int, *, worker_id: str | None = None) -
     except HooksyncError as error:
         integrations, config_error = None, error
 
-    claim = _claim(ctx, run_id, integrations)
+    try:
+        claim = _claim(ctx, run_id, integrations)
+    except (OperationalError, InterfaceError, HooksyncError):
+        raise  # the database is unavailable, or the configuration broken: retried as usual
+    except Exception as error:
+        # RecursionError or a decode error loading the row's JSON (a poison webhook stored
+        # before the door refused it): the claim rolled back with it, so attempts never
+        # moved and the sweeper would hand the run out forever. It ends here instead.
+        return _fail_unloadable(ctx, run_id, error, integrations)
     if claim is None:
         logger.info("run %s: not claimable (finished, or running under a live lease)", run_id)
         return []
@@ -172,6 +181,39 @@ def _execute_claimed(
 
 
 # -- claim ------------------------------------------------------------------------------------
+
+#: The ``error_type`` of a run whose row cannot be loaded (``_fail_unloadable``).
+UNLOADABLE_RUN = "unloadable_run"
+
+
+def _fail_unloadable(
+    ctx: AppContext, run_id: int, error: BaseException, integrations: Integrations | None
+) -> list[int]:
+    """End run ``run_id`` as ``unloadable_run``; the failure notification's id (as a list)."""
+    now = utcnow()
+    detail = f"{type(error).__name__}: {str(error)[:200]}"
+    message = (
+        f"run {run_id} could not be loaded ({detail}); it is not retried. A webhook run's "
+        "payload nested too deeply or holding a lone surrogate does this: see its event"
+    )
+    logger.error("%s", message, exc_info=error)
+    with session_scope(ctx.sessions) as session:
+        run = runs.fail_unloadable(session, run_id, now, UNLOADABLE_RUN, message)
+        if run is None:
+            return []
+        ids = record_failure(
+            session,
+            ctx.settings,
+            run,
+            UNLOADABLE_RUN,
+            message,
+            started_at=now,
+            failed_at=now,
+            model=_first_output_model(session, run, integrations),
+        )
+        if run.webhook_event_id:
+            webhook_events.mark_processed(session, [run.webhook_event_id])
+    return ids
 
 
 def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> Claim | None:
