@@ -46,10 +46,11 @@ from cache.models import (
     utcnow,
 )
 from cache.timestamps import api_time
-from config.errors import BadInputError, RetriableError
+from config.errors import BadInputError, HooksyncError, RetriableError
 from workers import metrics
 from workers.outbox import record_forward
-from workers.routing import EventPlan, EventRoute, plan_event
+from workers.payloads import redact_headers
+from workers.routing import EventPlan, EventRoute, plan_event, routing_headers
 from workers.runs import Claim, new_webhook_run
 
 __all__ = [
@@ -172,7 +173,7 @@ def route_events(
                     )  # the same entry twice
                 else:
                     fresh[event_id] = (index, event)
-            rows = _new_rows(fresh)
+            rows = _new_rows(ctx, fresh)
             try:
                 with session.begin_nested():
                     for index, result in _route_batch(session, ctx, rows, now=now, claim=claim):
@@ -181,7 +182,7 @@ def route_events(
                 raise
             except Exception:  # noqa: BLE001 - one event's fault must not hold the batch back
                 log.info("routing the batch of %d at once failed; routing one by one", len(rows))
-                for index, row in _new_rows(fresh):
+                for index, row in _new_rows(ctx, fresh):
                     results[index] = _route_new(session, ctx, row, now=now, claim=claim)
     except (OperationalError, InterfaceError) as error:
         # The database is down or locked: the events exist only in the inbox, so the
@@ -199,11 +200,14 @@ def route_events(
     return results
 
 
-def _new_rows(fresh: Mapping[str, tuple[int, Mapping[str, Any]]]) -> list[tuple[int, WebhookEvent]]:
+def _new_rows(
+    ctx: AppContext, fresh: Mapping[str, tuple[int, Mapping[str, Any]]]
+) -> list[tuple[int, WebhookEvent]]:
     rows = []
     for event_id, (index, event) in fresh.items():
         try:
-            rows.append((index, _new_event_row(event_id, event)))
+            keep = _routing_headers(ctx, str(event.get("provider_config_key")))
+            rows.append((index, _new_event_row(event_id, event, keep)))
         except BadInputError as error:
             log.error("webhook event dropped: %s", error)
     return rows
@@ -738,12 +742,26 @@ def _event_id(event: Mapping[str, Any]) -> str:
     return value
 
 
-def _new_event_row(event_id: str, event: Mapping[str, Any]) -> WebhookEvent:
+def _routing_headers(ctx: AppContext, provider_config_key: str) -> frozenset[str]:
+    """The headers routing reads for an integration (kept unredacted); none when unknown."""
+    try:
+        integration = ctx.integrations.by_key.get(provider_config_key)
+    except HooksyncError:  # a broken configuration: redact everything credential-like
+        return frozenset()
+    return routing_headers(integration.provider.webhook) if integration else frozenset()
+
+
+def _new_event_row(
+    event_id: str, event: Mapping[str, Any], keep: frozenset[str] = frozenset()
+) -> WebhookEvent:
     try:
         body = base64.b64decode(event["body_b64"], validate=True)
         received_at = datetime.fromisoformat(event["received_at"])
         key = str(event["provider_config_key"])
-        headers = {str(k).lower(): str(v) for k, v in dict(event.get("headers") or {}).items()}
+        # The receiver redacted them already; again here for entries queued before it did.
+        headers = redact_headers(
+            {str(k).lower(): str(v) for k, v in dict(event.get("headers") or {}).items()}, keep
+        )
     except (KeyError, TypeError, ValueError, binascii.Error) as error:
         raise BadInputError(f"event {event_id} is malformed: {error!r}") from None
     if received_at.tzinfo is None:

@@ -251,3 +251,16 @@ def test_an_event_routing_fails_on_is_rejected_and_leaves_the_inbox(
     with session_scope(ctx.sessions) as session:
         (row,) = session.scalars(select(WebhookEvent))
         assert (row.state, row.error) == ("rejected", "could not route: RecursionError")
+
+
+def test_an_entry_queued_before_redaction_is_redacted_when_stored(ctx: AppContext) -> None:
+    add_connection(ctx, "open", "c1", credentials={"type": "NONE"})
+    event = stored_event('{"type": "x", "account": "c1"}')
+    # As the receiver queued it before it redacted anything.
+    event["headers"] = {"x-api-key": "sk-live-123", "x-delivery-key": "d-7"}
+    assert route_event(ctx, event).state == "routed"
+    with session_scope(ctx.sessions) as session:
+        row = session.get(WebhookEvent, event["id"])
+        assert row is not None
+        assert dict(row.headers) == {"x-api-key": "[redacted]", "x-delivery-key": "d-7"}
+        assert row.delivery_id == "d-7"
