@@ -48,6 +48,15 @@ class Settings:
     webhook_tolerance_seconds: int = 300
     tick_seconds: float = 5.0
     lease_seconds: int = 90
+    #: ``HOOKSYNC_RUN_LEASE_SECONDS``: a running run's lease. Its worker renews it every
+    #: third of it; a dead worker's run is taken over once it ran out, at the next tick.
+    run_lease_seconds: float = 8.0
+    #: ``HOOKSYNC_RUN_SOFT_LIMIT_SECONDS``: a run still executing after this is stopped and
+    #: ends ``ERROR`` (``timeout``).
+    run_soft_limit_seconds: float = 1800.0
+    #: ``HOOKSYNC_RUN_HARD_LIMIT_SECONDS``: the task running it is killed after this (Celery
+    #: ``time_limit``), for a script that ignores the soft limit.
+    run_hard_limit_seconds: float = 2100.0
     #: Serve ``/metrics`` without the API key (for a Prometheus that cannot send one).
     metrics_public: bool = False
     #: ``HOOKSYNC_LOG_FORMAT``: ``text`` or ``json`` (config/logs.py).
@@ -101,10 +110,37 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 5.0, minimum=0.1),
         lease_seconds=_parse_int(env, "HOOKSYNC_LEASE_SECONDS", 90, minimum=5),
+        run_lease_seconds=_parse_float(
+            env, "HOOKSYNC_RUN_LEASE_SECONDS", DEFAULT_RUN_LEASE_SECONDS, minimum=3.0
+        ),
+        **_parse_run_limits(env),
         metrics_public=_parse_bool(env, "HOOKSYNC_METRICS_PUBLIC", False),
         log_format=log_format,
         log_level=log_level,
     )
+
+
+#: Defaults of the run lease and time limits (see ``Settings``).
+DEFAULT_RUN_LEASE_SECONDS = 8.0
+DEFAULT_RUN_SOFT_LIMIT_SECONDS = 1800.0
+#: The hard limit's default margin over the soft one: time for the stopped script to unwind.
+HARD_LIMIT_MARGIN_SECONDS = 300.0
+
+
+def _parse_run_limits(env: Mapping[str, str]) -> dict[str, float]:
+    soft = _parse_float(
+        env, "HOOKSYNC_RUN_SOFT_LIMIT_SECONDS", DEFAULT_RUN_SOFT_LIMIT_SECONDS, minimum=1.0
+    )
+    hard = _parse_float(
+        env, "HOOKSYNC_RUN_HARD_LIMIT_SECONDS", soft + HARD_LIMIT_MARGIN_SECONDS, minimum=1.0
+    )
+    if hard <= soft:
+        raise ConfigError(
+            f"HOOKSYNC_RUN_HARD_LIMIT_SECONDS={env.get('HOOKSYNC_RUN_HARD_LIMIT_SECONDS')!r} "
+            f"must be above HOOKSYNC_RUN_SOFT_LIMIT_SECONDS ({soft:g}): the soft limit stops "
+            "the script, the hard one kills what ignored it"
+        )
+    return {"run_soft_limit_seconds": soft, "run_hard_limit_seconds": hard}
 
 
 def load_log_options(environ: Mapping[str, str] | None = None) -> tuple[str, str]:

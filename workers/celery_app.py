@@ -43,7 +43,16 @@ DEFAULT_QUEUE = "hooksync"
 
 #: Redis only carries ids; a message a dead worker held is recovered by the lease sweeper
 #: long before this, so the broker's own redelivery is a last resort, not the mechanism.
+#: At least this, and always above the tasks' hard time limit (``celery_config``): a task
+#: still legitimately running must not have its message handed to a second worker.
 VISIBILITY_TIMEOUT_SECONDS = 3600
+
+#: The visibility timeout's margin over the hard time limit.
+VISIBILITY_MARGIN_SECONDS = 600
+
+#: The tasks that execute scripts: their hard time limit is the runs' (a backstop for a
+#: script that ignores the per-run soft limit of ``workers.limits``; Celery kills the child).
+_SCRIPT_TASKS = ("hooksync.run_sync", "hooksync.drain_inbox")
 
 #: kombu's separator between a queue's name and its priority step (``Channel.sep``).
 _PRIORITY_SEP = "\x06\x16"
@@ -66,6 +75,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
     # Ticks that pile up behind long runs are worthless: the next one does the same work.
     # Generous, so modest clock skew between beat and worker machines drops nothing.
     tick_expires = max(30.0, settings.tick_seconds * 6)
+    hard_limit = settings.run_hard_limit_seconds
     return {
         "broker_url": broker_url(redis_url),
         "broker_connection_retry_on_startup": True,
@@ -73,7 +83,9 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # receiver answers 503 quickly instead of hanging.
         "broker_connection_timeout": 2.0,
         "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "visibility_timeout": max(
+                VISIBILITY_TIMEOUT_SECONDS, int(hard_limit) + VISIBILITY_MARGIN_SECONDS
+            ),
             "socket_connect_timeout": 2.0,
             "socket_timeout": 10.0,
             "max_retries": 1,
@@ -87,6 +99,9 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # No Celery soft limit: the drain runs many runs in one task, so the soft limit is
+        # per run (``workers.limits``); the hard one kills a child stuck past it.
+        "task_annotations": {name: {"time_limit": hard_limit} for name in _SCRIPT_TASKS},
         "task_default_queue": DEFAULT_QUEUE,
         "enable_utc": True,
         "timezone": "UTC",

@@ -50,6 +50,7 @@ from workers.execution import (
     resolve_sync,
 )
 from workers.external import redact, secret_values
+from workers.limits import RunDeadline, RunTimeLimitExceeded, soft_time_limit
 from workers.runs import Claim
 from workers.runtime import NangoRuntime
 from workers.scripts import load_function, script_path
@@ -79,7 +80,7 @@ def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
         ctx,
         first.run_id,
         first.attempt,
-        ctx.settings.lease_seconds,
+        ctx.settings.run_lease_seconds,
         more={claim.run_id: claim.attempt for claim in claims[1:]},
     )
     heartbeat.start()
@@ -174,7 +175,8 @@ def _run_group(
                 ctx, claim, provider, sync, dict(credentials), heartbeat, deferred=group.deferred
             )
             group.runtimes.append(runtime)
-            group.errors.append(_call(handler, runtime, claim, path, secrets))
+            deadline = RunDeadline(claim.run_id, ctx.settings.run_soft_limit_seconds)
+            group.errors.append(_call(handler, runtime, claim, path, secrets, deadline))
     return group
 
 
@@ -229,13 +231,22 @@ def _fail_write(group: _Group, error: Exception, heartbeat: LeaseHeartbeat) -> N
 
 
 def _call(
-    handler: Any, runtime: NangoRuntime, claim: Claim, path: Any, secrets: list[str]
+    handler: Any,
+    runtime: NangoRuntime,
+    claim: Claim,
+    path: Any,
+    secrets: list[str],
+    deadline: RunDeadline,
 ) -> tuple[str, str] | None:
-    """Call the handler for one payload; its ``(error_type, message)`` if it raised."""
+    """Call the handler for one payload, under its run's soft time limit; its
+    ``(error_type, message)`` if it raised."""
     try:
-        handler(runtime, claim.payload)
+        with soft_time_limit(deadline):
+            handler(runtime, claim.payload)
         return None
     except LeaseLost:
         raise
     except Exception as error:
+        if isinstance(error, RunTimeLimitExceeded) and not str(error):
+            error = deadline.error()  # raised from another thread, without its message
         return report_failure(claim.run_id, error, path, secrets)

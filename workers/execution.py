@@ -5,11 +5,14 @@ the same run (at-least-once delivery):
 
 1. **Claim** with one conditional UPDATE: ``queued`` (or ``running`` whose lease expired)
    → ``running``, ``attempts + 1``, a fresh lease. Losing the claim returns ``[]``.
-2. **Heartbeat** the lease every ``lease_seconds / 3`` while the script runs. The heartbeat
-   is fenced by ``attempts``: once the sweeper has handed the run to another worker, this
-   one stops extending it and its next batch raises instead of writing on.
-3. **Run** ``fetch_data`` or ``on_webhook_payload_received`` with a ``NangoRuntime``. Each
-   batch commits on its own; a re-run after a crash converges because saves are idempotent.
+2. **Heartbeat** the lease (``HOOKSYNC_RUN_LEASE_SECONDS``) every third of it while the
+   script runs. The heartbeat is fenced by ``attempts``: once the run was handed to another
+   worker, this one stops extending it and its next batch raises instead of writing on. A
+   worker that could not renew its lease stops writing by its own clock when the lease it
+   last renewed runs out, before anybody else may claim the run.
+3. **Run** ``fetch_data`` or ``on_webhook_payload_received`` with a ``NangoRuntime``, under
+   the run's soft time limit (``workers.limits``). Each batch commits on its own; a re-run
+   after a crash converges because saves are idempotent.
 4. **Finish** in one transaction, again fenced by ``attempts``: the final state, the
    notifications (outbox rows), the schedule's next slot and the webhook event's state.
 """
@@ -19,7 +22,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +55,7 @@ from config.logs import log_context
 from workers import events as webhook_events
 from workers import metrics, runs
 from workers.external import ExternalAPIError, ExternalAPIUnavailable, redact, secret_values
+from workers.limits import RunDeadline, RunTimeLimitExceeded, soft_time_limit
 from workers.outbox import record_completion, record_completions, record_failure
 from workers.retry import MAX_ATTEMPTS, MAX_TRANSIENT_ATTEMPTS, retry_delay
 from workers.runs import Claim
@@ -168,7 +175,11 @@ def _execute_claimed(
         # memory, or the script exited the process. Running it again would take yet another
         # worker down, so the run ends here as an error the app is told about.
         return _finish(ctx, claim, _gave_up(claim), integrations)
-    heartbeat = LeaseHeartbeat(ctx, run_id, claim.attempt, settings.lease_seconds)
+    if _overran(claim, settings.run_hard_limit_seconds):
+        # The previous attempt was still running at its hard limit: its task was killed
+        # (or its worker died that late). Running it again would hang again.
+        return _finish(ctx, claim, _timed_out(claim, settings.run_hard_limit_seconds), integrations)
+    heartbeat = LeaseHeartbeat(ctx, run_id, claim.attempt, settings.run_lease_seconds)
     heartbeat.start()
     try:
         outcome = _execute(ctx, claim, integrations, config_error, heartbeat)
@@ -219,7 +230,10 @@ def _fail_unloadable(
 def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> Claim | None:
     now = utcnow()
     with session_scope(ctx.sessions) as session:
-        run = runs.claim(session, run_id, now, ctx.settings.lease_seconds)
+        previous = session.execute(
+            select(SyncRun.state, SyncRun.started_at).where(SyncRun.id == run_id)
+        ).first()
+        run = runs.claim(session, run_id, now, ctx.settings.run_lease_seconds)
         connection = session.get(Connection, run.connection_pk) if run is not None else None
         if run is None or connection is None:  # the connection was deleted meanwhile
             return None
@@ -245,6 +259,12 @@ def _claim(ctx: AppContext, run_id: int, integrations: Integrations | None) -> C
             credentials_encrypted=connection.credentials_encrypted,
             metadata=dict(connection.metadata_json or {}),
             last_sync_date=last_sync_date,
+            # A running run's start is its previous attempt's, taken over now.
+            previous_started_at=(
+                previous.started_at
+                if previous is not None and previous.state == RunState.RUNNING.value
+                else None
+            ),
         )
 
 
@@ -283,6 +303,10 @@ class LeaseHeartbeat:
         interval: Seconds between beats (default a third of the lease).
         more: Further ``{run_id: attempt}`` beaten with it (a coalesced batch); the
             heartbeat counts as lost as soon as any of them was taken away.
+
+    The lease also runs out by this process's clock: when no beat succeeded for a whole
+    lease (the database unreachable), ``check`` raises before the lease ends in the
+    database, so a worker that may have been taken over writes nothing more.
     """
 
     def __init__(
@@ -301,6 +325,9 @@ class LeaseHeartbeat:
         self.runs = {run_id: attempt, **(more or {})}
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else lease_seconds / 3
+        # Made right after the claim's commit, so the lease began a little earlier than
+        # this; the margin also covers modest clock skew with the claiming machine.
+        self._valid_until = time.monotonic() + lease_seconds * (1 - _LEASE_MARGIN)
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread = threading.Thread(
@@ -309,7 +336,8 @@ class LeaseHeartbeat:
 
     @property
     def is_lost(self) -> bool:
-        return self._lost.is_set()
+        """True once a run was taken away, or the lease ran out unrenewed."""
+        return self._lost.is_set() or time.monotonic() >= self._valid_until
 
     def start(self) -> None:
         self._thread.start()
@@ -332,9 +360,13 @@ class LeaseHeartbeat:
 
     def beat(self) -> bool:
         """Extend the leases once; False when this worker no longer owns every run."""
+        started = time.monotonic()
         with session_scope(self._ctx.sessions) as session:
             owned = runs.renew_leases(session, self.runs, utcnow(), self.lease_seconds)
-        return owned == len(self.runs)
+        if owned != len(self.runs):
+            return False
+        self._valid_until = started + self.lease_seconds * (1 - _LEASE_MARGIN)
+        return True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -345,6 +377,10 @@ class LeaseHeartbeat:
             except Exception:
                 # A database hiccup: keep beating; the lease is long enough to ride it out.
                 logger.warning("run %s: heartbeat failed", self.run_id, exc_info=True)
+
+
+#: Share of the lease a worker gives up by its own clock (see ``LeaseHeartbeat``).
+_LEASE_MARGIN = 0.1
 
 
 # -- execution --------------------------------------------------------------------------------
@@ -360,6 +396,7 @@ def _execute(
     runtime: NangoRuntime | None = None
     secrets: list[str] = []
     path: Path | None = None
+    deadline = RunDeadline(claim.run_id, ctx.settings.run_soft_limit_seconds)
     try:
         if config_error is not None:
             raise config_error
@@ -368,7 +405,7 @@ def _execute(
         path = script_path(ctx.settings.integrations_dir, claim.provider_config_key, sync.name)
         credentials = dict(decrypt_cached(ctx.settings.encryption_key, claim.credentials_encrypted))
         secrets = secret_values(credentials)
-        runtime = build_runtime(ctx, claim, provider, sync, credentials, heartbeat)
+        runtime = build_runtime(ctx, claim, provider, sync, credentials, heartbeat, deadline)
         if claim.kind == RunKind.WEBHOOK.value:
             handler = load_function(
                 ctx.settings.integrations_dir,
@@ -376,7 +413,8 @@ def _execute(
                 sync.name,
                 "on_webhook_payload_received",
             )
-            handler(runtime, claim.payload)
+            with soft_time_limit(deadline):
+                handler(runtime, claim.payload)
         else:
             fetch_data = load_function(
                 ctx.settings.integrations_dir, claim.provider_config_key, sync.name, "fetch_data"
@@ -385,7 +423,8 @@ def _execute(
                 # A full run saw everything there is: what it did not save was deleted.
                 for model in sync.output:
                     runtime.track_deletes_start(model)
-            fetch_data(runtime)
+            with soft_time_limit(deadline):
+                fetch_data(runtime)
         heartbeat.check()
         runtime.close_tracking(success=True)
         return Outcome(runtime.results, runtime.sync_type, strategies=runtime.merging_strategies)
@@ -396,6 +435,8 @@ def _execute(
             raise
         if heartbeat.is_lost:  # the script failed because the run was taken away
             heartbeat.check()
+        if isinstance(error, RunTimeLimitExceeded) and not str(error):
+            error = deadline.error()  # raised from another thread, without its message
         error_type, message = report_failure(claim.run_id, error, path, secrets)
         results = runtime.results if runtime is not None else {}
         strategies = runtime.merging_strategies if runtime is not None else {}
@@ -426,15 +467,27 @@ def build_runtime(
     sync: SyncConfig,
     credentials: dict[str, Any],
     heartbeat: LeaseHeartbeat,
+    deadline: RunDeadline | None = None,
     *,
     deferred: list[tuple[NangoRuntime, PendingWrite]] | None = None,
 ) -> NangoRuntime:
+    """The ``nango`` object of one execution.
+
+    Every batch it writes first checks, under the connection's lock, that the run is still
+    this worker's (``heartbeat``) and within its time limit (``deadline``).
+    """
     store = record_store(ctx)
 
-    def lock(connection_pk: int) -> Any:
-        # A run that lost its lease must stop writing before it takes the lock again.
+    @contextmanager
+    def lock(connection_pk: int) -> Iterator[None]:
+        # A run that lost its lease, or ran out of time, must stop writing; checked once the
+        # lock is held too, since waiting for it may outlast the lease.
         heartbeat.check()
-        return connection_lock(ctx.redis, connection_pk)
+        if deadline is not None:
+            deadline.check()
+        with connection_lock(ctx.redis, connection_pk):
+            heartbeat.check()
+            yield
 
     def save_metadata(metadata: dict[str, Any]) -> None:
         with session_scope(ctx.sessions) as session:
@@ -531,6 +584,8 @@ def classify_error(error: BaseException, *, script: Path | None = None) -> tuple
 
     The message is not yet redacted; the caller masks the connection's credentials.
     """
+    if isinstance(error, RunTimeLimitExceeded):
+        return "timeout", str(error) or "the run was stopped after its time limit"
     if isinstance(error, ExternalAPIError | ExternalAPIUnavailable):
         return "external_api_error", str(error)
     if isinstance(error, ScriptUsageError):
@@ -571,6 +626,23 @@ def _gave_up(claim: Claim) -> Outcome:
         error=(
             f"gave up after {claim.attempt - 1} attempts that ended without finishing "
             "(the worker was killed or ran out of memory, or the script exited the process)"
+        ),
+    )
+
+
+def _overran(claim: Claim, hard_limit: float) -> bool:
+    previous = claim.previous_started_at
+    return previous is not None and (claim.started_at - previous).total_seconds() >= hard_limit
+
+
+def _timed_out(claim: Claim, hard_limit: float) -> Outcome:
+    return Outcome(
+        results={},
+        sync_type=claim.sync_type,
+        error_type="timeout",
+        error=(
+            f"run {claim.run_id} was stopped after its hard time limit of {hard_limit:g} s "
+            "(HOOKSYNC_RUN_HARD_LIMIT_SECONDS): the script ignored the soft limit"
         ),
     )
 

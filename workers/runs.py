@@ -82,6 +82,8 @@ class Claim:
     credentials_encrypted: str = field(repr=False)
     metadata: dict[str, Any]
     last_sync_date: datetime | None
+    #: When the attempt this claim took over (a running run whose lease ran out) started.
+    previous_started_at: datetime | None = None
 
 
 # -- new runs ---------------------------------------------------------------------------------

@@ -374,7 +374,7 @@ def test_a_run_that_lost_its_lease_stops_writing(
     wctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A 5 s lease beats every 1.7 s; the script sleeps past a beat after the takeover.
-    ctx = AppContext(dataclasses.replace(wctx.settings, lease_seconds=5))
+    ctx = AppContext(dataclasses.replace(wctx.settings, run_lease_seconds=5))
     try:
         pk = add_connection(
             ctx,
