@@ -572,7 +572,11 @@ def _route(
         )
         return _Routed()
 
-    lease = now + timedelta(seconds=ctx.settings.lease_seconds)
+    # A claimed run is running: the short run lease its heartbeat renews. A queued one's
+    # lease is the time by which its message must have been picked up.
+    lease = now + timedelta(
+        seconds=ctx.settings.run_lease_seconds if claim else ctx.settings.lease_seconds
+    )
     runs: list[SyncRun] = []
     problems: list[str] = []
     for route in fresh:
