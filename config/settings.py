@@ -187,7 +187,7 @@ def _load_or_generate_secrets(var_dir: Path, env: Mapping[str, str]) -> dict[str
 
 
 def _read_or_create_secrets_file(path: Path) -> dict[str, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # var/: owner-only, like its files
     fresh = {
         "secret_key": secrets.token_urlsafe(32),
         "webhook_signing_key": secrets.token_urlsafe(32),

@@ -43,7 +43,8 @@ def prepare_metrics_dir(var_dir: Path) -> Path:
         The folder, now in ``os.environ`` for the process about to be exec'd.
     """
     folder = Path(os.environ.get(MULTIPROC_ENV) or var_dir / "metrics")
-    folder.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the processes' metric files are created with the default umask (0644).
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     remove_dead_files(folder)
     os.environ[MULTIPROC_ENV] = str(folder)
     return folder

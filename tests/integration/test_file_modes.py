@@ -1,7 +1,8 @@
 """Files hooksync creates are owner-only, like var/secrets.json (issue 9, hostile traffic).
 
 A fresh SQLite database with its WAL and shared-memory files, and a freshly started
-embedded Redis with its AOF, log and folder: 0600 files, 0700 folders.
+embedded Redis with its AOF, log and folder, ``var/`` with its secrets and metrics folder:
+0600 files, 0700 folders.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import text
 
 from cache.db import make_engine
 from config.redis_server import ensure_embedded_redis, stop_embedded_redis
+from config.settings import _read_or_create_secrets_file
+from hooksync.metrics import MULTIPROC_ENV, prepare_metrics_dir
 
 
 def mode(path: Path) -> int:
@@ -53,3 +57,18 @@ def test_a_freshly_started_embedded_redis_writes_owner_only_files(tmp_path: Path
         assert {str(p): oct(mode(p)) for p in dirs} == {str(p): "0o700" for p in dirs}
     finally:
         stop_embedded_redis(var_dir)
+
+
+def test_var_and_its_secrets_and_metrics_folders_are_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    var_dir = tmp_path / "var"
+    secrets_file = var_dir / "secrets.json"
+    _read_or_create_secrets_file(secrets_file)
+    metrics = prepare_metrics_dir(var_dir)
+    assert {p.name: oct(mode(p)) for p in (var_dir, secrets_file, metrics)} == {
+        "var": "0o700",
+        "secrets.json": "0o600",
+        "metrics": "0o700",
+    }
