@@ -20,10 +20,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from cache.db import make_engine, make_sessionmaker, read_scope
 from cache.models import RunKind, SyncRun
@@ -166,8 +168,8 @@ def test_a_poll_whose_worker_is_killed_is_finished_by_another_within_15_s(
     ]
 
 
-def _poll_run(sessions: object) -> SyncRun:
-    with read_scope(sessions) as session:  # type: ignore[arg-type]
+def _poll_run(sessions: sessionmaker[Session]) -> SyncRun:
+    with read_scope(sessions) as session:
         run = session.scalars(
             select(SyncRun).where(SyncRun.kind == RunKind.POLL.value).order_by(SyncRun.id)
         ).first()
@@ -176,7 +178,7 @@ def _poll_run(sessions: object) -> SyncRun:
         return run
 
 
-def _successes(receiver: AppReceiver) -> list[dict[str, object]]:
+def _successes(receiver: AppReceiver) -> list[dict[str, Any]]:
     return [
         item.body
         for item in receiver.received

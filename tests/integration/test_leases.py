@@ -11,21 +11,28 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
+import json
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from cache.context import AppContext
+from cache.credentials import encrypt_credentials
 from cache.db import session_scope
 from cache.models import Notification, SyncRun, utcnow
 from config.errors import ConfigError
 from config.settings import load_settings
+from tests.integration import test_inbox as inbox_tests
 from tests.integration.test_execution import (
     CREDENTIALS,
     TOY_MODELS,
@@ -36,9 +43,10 @@ from tests.integration.test_execution import (
     wctx,
 )
 from tests.support.paths import REPO
-from tests.support.rows import add_connection, load_run, trigger_run
+from tests.support.rows import add_connection, insert_connection, load_run, trigger_run
 from workers import runs
 from workers.celery_app import celery_config
+from workers.drain import drain_inbox
 from workers.execution import LeaseHeartbeat, LeaseLost, _claim, execute_run, finish_runs
 from workers.execution import Outcome as RunOutcome
 from workers.limits import RunDeadline, RunTimeLimitExceeded, soft_time_limit
@@ -99,7 +107,7 @@ def failure_bodies(ctx: AppContext, run_id: int) -> list[str]:
         return [row.body for row in rows]
 
 
-# -- fencing and the sweep's timing ---------------------------------------------------------------
+# -- fencing and the sweep's timing -------------------------------------------------------------
 
 
 def test_a_taken_over_run_cannot_renew_nor_finish(wctx: AppContext) -> None:
@@ -272,3 +280,82 @@ def test_limits_and_lease_settings(tmp_path: Path) -> None:
     assert config["broker_transport_options"]["visibility_timeout"] > 7500
     assert config["task_annotations"]["hooksync.run_sync"] == {"time_limit": 7500.0}
     assert config["task_annotations"]["hooksync.drain_inbox"] == {"time_limit": 7500.0}
+
+
+# -- a hung webhook handler in a coalesced batch ------------------------------------------------
+
+HANGING_HANDLER = """
+import time
+
+
+def fetch_data(nango):
+    pass
+
+
+def on_webhook_payload_received(nango, payload):
+    if payload.get("hang"):
+        time.sleep(3600)
+    nango.batch_save([{"id": str(payload["item_id"]), "account": payload["account"],
+                       "seq": payload["seq"], "sent_at": 0}], "Item")
+"""
+
+
+@pytest.fixture
+def drain_ctx(
+    make_env: Any, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AppContext]:
+    """The bench integration with a handler that hangs on ``{"hang": true}``; 2 s limit."""
+    folder = tmp_path / "bench-integration"
+    shutil.copytree(REPO / "bench" / "integration", folder)
+    (folder / "bench" / "syncs" / "items.py").write_text(HANGING_HANDLER)
+    monkeypatch.setenv("BENCH_WEBHOOK_SECRET", inbox_tests.SECRET)
+    env = make_env(
+        HOOKSYNC_DATABASE_URL=database_url,
+        HOOKSYNC_INTEGRATIONS_DIR=str(folder),
+        HOOKSYNC_APP_WEBHOOK_URLS="http://127.0.0.1:9/hooks",
+        HOOKSYNC_RUN_SOFT_LIMIT_SECONDS="2",
+    )
+    ctx = AppContext(load_settings(env))
+    with session_scope(ctx.sessions) as session:
+        insert_connection(
+            session,
+            "bench",
+            "a",
+            credentials_encrypted=encrypt_credentials(
+                ctx.settings.encryption_key, {"type": "NONE"}
+            ),
+        )
+    yield ctx
+    ctx.close()
+
+
+def test_a_hung_webhook_handler_fails_only_its_own_run_of_a_coalesced_batch(
+    drain_ctx: AppContext,
+) -> None:
+    ctx = drain_ctx
+    hung = inbox_tests.webhook(ctx, "a", "x", 2, "d2")
+    body = json.dumps({"account": "a", "item_id": "x", "seq": 2, "hang": True}).encode()
+    hung["body_b64"] = base64.b64encode(body).decode()
+    hung["headers"]["x-bench-signature"] = (
+        "sha256=" + hmac.new(inbox_tests.SECRET.encode(), body, hashlib.sha256).hexdigest()
+    )
+    inbox_tests.push_all(
+        ctx,
+        [
+            inbox_tests.webhook(ctx, "a", "w", 1, "d1"),
+            hung,
+            inbox_tests.webhook(ctx, "a", "y", 3, "d3"),
+        ],
+    )
+    drain_inbox(ctx, "worker-1")
+    with session_scope(ctx.sessions) as session:
+        found = [
+            (run.state, run.error_type)
+            for run in session.scalars(select(SyncRun).order_by(SyncRun.id))
+        ]
+        failures = session.scalars(
+            select(Notification.body).where(Notification.body.contains('"success":false'))
+        ).all()
+    assert found == [("success", None), ("error", "timeout"), ("success", None)]
+    assert set(inbox_tests.stored_items(ctx)) == {"w", "y"}
+    assert len(failures) == 1 and "timeout" in failures[0]
