@@ -57,7 +57,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Stack, str, str]]:
             "HOOKSYNC_INTEGRATIONS_DIR": str(REPO / "bench" / "integration"),
             "BENCH_WEBHOOK_SECRET": secret,
             "HOOKSYNC_TICK_SECONDS": "1",
-            # Runs whose worker died are taken over after this; keeps the test short.
+            # Runs whose worker died are taken over after the run lease, and queued run
+            # messages lost with it are re-sent after the queue lease; both short here.
+            "HOOKSYNC_RUN_LEASE_SECONDS": "4",
             "HOOKSYNC_LEASE_SECONDS": "6",
             "HOOKSYNC_APP_WEBHOOK_URLS": "",
         }
