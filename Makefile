@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NODE_CLIENT := tests/e2e/node/node_modules/@nangohq/node
 
-.PHONY: demo test test-unit bench lint format clean install
+.PHONY: demo test test-unit bench bench-scale lint format clean install
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run
+
+# Scale-out (issue 9): web x2, beat, worker x1/x2/x4 as separate machines on one Postgres and
+# one Redis; runs/s and the ratio vs one worker, per-connection overlaps (bench/RESULTS.md).
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python -m bench.scale
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
