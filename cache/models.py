@@ -313,7 +313,11 @@ class Notification(Base):
     """One completion (or forwarded) webhook to one app URL: the delivery outbox."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_notifications_due", "state", "next_attempt_at"),
+        # The ordering check of a claim: "an earlier pending row of this stream?" (§8).
+        Index("ix_notifications_stream", "stream", "state", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -327,6 +331,13 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     #: Set while one worker is sending, so two workers never send the same attempt.
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: When a worker claimed it for sending; None while it is only dispatched (enqueued).
+    #: The sweeper re-dispatches an expired send lease at once, a lost message later.
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The ordered delivery stream (app URL x connection x sync x model,
+    #: ``workers.app_webhooks.stream_key``): a row is sent only once every earlier row of
+    #: its stream left ``pending``. None (forwards, rows before 0005): not ordered.
+    stream: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -34,6 +34,7 @@ from workers.outbox import (
     list_notifications,
     retry_failed,
     retry_notification,
+    waiting_behind,
 )
 
 __all__ = [
@@ -76,7 +77,10 @@ def list_view() -> Response:
             until=until,
             limit=limit,
         )
-        return jsonify({"notifications": [describe_notification(row) for row in rows]})
+        behind = waiting_behind(session, rows)
+        return jsonify(
+            {"notifications": [describe_notification(row, behind[row.id]) for row in rows]}
+        )
 
 
 @bp.get(f"/notifications/<{_ID}:notification_id>")
@@ -89,8 +93,9 @@ def get_view(notification_id: int) -> Response:
         if row is None:
             raise _unknown(notification_id)
         attempts = list_attempts(session, notification_id)
+        behind = waiting_behind(session, [row])
         body = {
-            "notification": describe_notification(row),
+            "notification": describe_notification(row, behind[row.id]),
             "attempts": [attempt_to_json(item) for item in attempts],
         }
     return jsonify(body)
@@ -143,7 +148,7 @@ def retry_view(notification_id: int) -> Response:
         row = retry_notification(session, notification_id, utcnow())
         if row is None:
             raise _unknown(notification_id)
-        body = describe_notification(row)
+        body = describe_notification(row, waiting_behind(session, [row])[row.id])
     enqueue_after_commit(ctx, notification_ids=[notification_id])
     return jsonify({"notification": body})
 
@@ -161,8 +166,12 @@ def retry_failed_view() -> Response:
     return jsonify({"retried": len(ids), "ids": ids, "since": api_time(since)})
 
 
-def describe_notification(row: Notification) -> dict[str, Any]:
-    """The API (and UI) view of one notification: no secrets, body parsed."""
+def describe_notification(row: Notification, waiting: int = 0) -> dict[str, Any]:
+    """The API (and UI) view of one notification: no secrets, body parsed.
+
+    ``waiting``: how many later notifications of its stream wait for it to leave
+    ``pending`` (``workers.outbox.waiting_behind``), shown as ``waiting_behind``.
+    """
     return {
         "id": row.id,
         "run_id": row.run_id,
@@ -176,6 +185,7 @@ def describe_notification(row: Notification) -> dict[str, Any]:
         else None,
         "last_status": row.last_status,
         "last_error": row.last_error,
+        "waiting_behind": waiting,
         "created_at": api_optional_time(row.created_at),
         "delivered_at": api_optional_time(row.delivered_at),
         "body": json.loads(row.body),

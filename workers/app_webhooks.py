@@ -21,6 +21,7 @@ __all__ = [
     "forward_body",
     "read_count",
     "redact_url",
+    "stream_key",
     "sync_envelope",
 ]
 
@@ -103,3 +104,24 @@ def endpoint_id(url: str) -> str:
     The URL itself may hold a token, so it is never a path segment.
     """
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+
+
+def stream_key(url: str, body: Mapping[str, Any]) -> str | None:
+    """The ordered delivery stream of one sync webhook to ``url``, or None (not ordered).
+
+    A stream is (app URL, integration, connection, sync, model): its rows go out one at a
+    time in the order they were recorded (ARCHITECTURE.md §8). A failure webhook joins the
+    stream of the model it names (the sync's first output model, or none), so it is ordered
+    with that model's completions. Forwards carry no stream: they are relayed as they come.
+    The key is a sha256 (64 hex), so the URL's token is not stored twice in the clear.
+    """
+    if body.get("type") != "sync":
+        return None
+    parts = [
+        url,
+        body.get("providerConfigKey"),
+        body.get("connectionId"),
+        body.get("syncName"),
+        body.get("model"),
+    ]
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8")).hexdigest()

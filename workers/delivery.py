@@ -3,8 +3,12 @@
 ``deliver`` sends one row and ``deliver_many`` a batch; the rows' state is the outbox's
 (``workers.outbox``): it claims them (a conditional UPDATE, so two workers never send the
 same attempt), and it records each outcome. Here is only what happens in between, outside
-any transaction: the signed POST (20 s timeout, no redirects), over the process's keep-alive
+any transaction: the signed POST (8 s timeout, no redirects), over the process's keep-alive
 poster, a batch's POSTs side by side on the process's sender threads.
+
+Order: the outbox claims only the first pending row of a stream (one app URL, connection,
+sync and model). When a row leaves ``pending`` its stream's next row is sent right away
+(``followers``), up to ``HANDOFF_ROUNDS`` rows per task; the sweeper dispatches the rest.
 """
 
 from __future__ import annotations
@@ -30,15 +34,26 @@ from workers.outbox import (
     claim,
     claim_many,
     classify_status,
+    followers,
     record_deliveries,
     record_outcome,
     release_claim,
 )
 
-__all__ = ["PARALLEL_POSTS", "TIMEOUT_SECONDS", "Poster", "deliver", "deliver_many"]
+__all__ = [
+    "HANDOFF_ROUNDS",
+    "PARALLEL_POSTS",
+    "TIMEOUT_SECONDS",
+    "Poster",
+    "deliver",
+    "deliver_many",
+]
 
-#: Per-request timeout (connect and each read) of a delivery POST.
-TIMEOUT_SECONDS = 20
+#: Per-request timeout of a delivery POST (connect, and the answer's status and headers);
+#: the outbox's send lease (``SEND_LEASE_SECONDS``) is just above it.
+TIMEOUT_SECONDS = 8
+#: Rounds of stream followers one task sends after its own rows (see the docstring).
+HANDOFF_ROUNDS = 50
 
 Poster = Callable[..., requests.Response]
 
@@ -64,11 +79,23 @@ def deliver(
             the process's keep-alive poster.
         rng: Jitter source for the retry delay.
     """
+    if _deliver_one(ctx, notification_id, now, session_post, rng):
+        _send_followers(ctx, [notification_id], now)
+
+
+def _deliver_one(
+    ctx: AppContext,
+    notification_id: int,
+    now: datetime | None,
+    session_post: Poster | None,
+    rng: random.Random | None,
+) -> bool:
+    """``deliver`` without the followers; whether a POST went out."""
     started = now or utcnow()
     lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
     row = claim(ctx, notification_id, started, lease)
     if row is None:
-        return
+        return False
     body = row.body.encode("utf-8")
     headers = signed_headers(
         ctx.settings.webhook_signing_keys, row.webhook_id, int(started.timestamp()), body
@@ -80,6 +107,7 @@ def deliver(
         ctx, notification_id, row.url, lease, row.attempts + 1, attempt, finished, rng,
         created_at=row.created_at,
     )  # fmt: skip
+    return True
 
 
 def deliver_many(
@@ -90,9 +118,32 @@ def deliver_many(
     One transaction claims every row that is due and free, the POSTs go out in id order over
     the process's keep-alive session, and one transaction records the deliveries; any other
     outcome (a retry, a 410, a failure) is recorded row by row by ``deliver``'s own rules.
+    The rows are taken ``PARALLEL_POSTS`` at a time, each group under its own send lease (a
+    lease covers one POST's timeout, not a queue of them); then their streams' followers.
     """
+    sent: list[int] = []
+    for start in range(0, len(notification_ids), PARALLEL_POSTS):
+        sent += _deliver_group(ctx, notification_ids[start : start + PARALLEL_POSTS], now)
+    _send_followers(ctx, sent, now)
+
+
+def _send_followers(ctx: AppContext, sent: Sequence[int], now: datetime | None) -> None:
+    """Send the next row of each stream that ``sent`` released, and theirs, a bounded while."""
+    for _ in range(HANDOFF_ROUNDS):
+        ids = followers(ctx, sent)
+        if not ids:
+            return
+        sent = []
+        for start in range(0, len(ids), PARALLEL_POSTS):
+            sent += _deliver_group(ctx, ids[start : start + PARALLEL_POSTS], now)
+
+
+def _deliver_group(
+    ctx: AppContext, notification_ids: Sequence[int], now: datetime | None
+) -> list[int]:
+    """One claim, up to ``PARALLEL_POSTS`` POSTs side by side, their outcomes; the ids sent."""
     if not notification_ids:
-        return
+        return []
     started = now or utcnow()
     lease = started + timedelta(seconds=SEND_LEASE_SECONDS)
     rows, gone = claim_many(ctx, list(notification_ids), started, lease)
@@ -103,7 +154,7 @@ def deliver_many(
             # Claimed, and now left for ``deliver`` to turn gone; it is free again once
             # this lease ends, or at once through the retry path below.
             release_claim(ctx, row.id, lease)
-            deliver(ctx, row.id, now=now)
+            _deliver_one(ctx, row.id, now, None, None)
         else:
             sendable.append(row)
 
@@ -130,6 +181,7 @@ def deliver_many(
         )  # fmt: skip
     if delivered:
         record_deliveries(ctx, delivered, started, finished)
+    return [row.id for row in rows]
 
 
 # -- posting ------------------------------------------------------------------------------
@@ -187,7 +239,9 @@ class _Poster:
                 url,
                 body=data,
                 headers=dict(headers),
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                # total: connecting and reading the answer's head share one timeout, so
+                # a POST ends within the outbox's send lease.
+                timeout=urllib3.Timeout(connect=timeout, read=timeout, total=timeout),
                 redirect=False,
                 preload_content=False,
             )

@@ -18,6 +18,23 @@ the tick time when it re-enqueues a due row; both stamp ``DISPATCH_SKEW_SECONDS`
 a send, while the sweeper re-dispatches a row only once its marker (or a crashed sender's
 lease) is ``lease_seconds`` old — a backlog of due rows does not pile up duplicate messages.
 
+Order: a sync webhook belongs to a stream, (app URL, integration, connection, sync, model)
+(``stream``, ``workers.app_webhooks.stream_key``; forwards have none). A row is claimed
+(and swept) only while no earlier row of its stream is ``pending`` (``_NOT_BLOCKED``), so a
+later completion never overtakes an earlier one still being retried, and a stream has at
+most one POST in flight. Only a row that leaves ``pending`` (delivered, failed after its
+retries, gone) releases its followers, which ``workers.delivery`` then sends at once
+(``followers``). A failing app endpoint holds back only its own streams; ``waiting_behind``
+counts what waits behind a row. A failed head does not block its stream forever: retrying
+it (``retry_notification``) sends it after the followers that went out meanwhile.
+
+Recovery: ``claim`` stamps ``claimed_at`` with the short send lease
+(``SEND_LEASE_SECONDS``, just above the POST timeout); the sweeper re-dispatches a row whose
+send lease expired at once (a crashed sender is replaced within lease + one tick), and a row
+only dispatched (``claimed_at`` None, the message maybe still queued) once the longer
+``lease_seconds`` passed, so a backlog does not pile up duplicate messages. A stale sender's
+outcome is fenced by its lease (``record_outcome``); only "delivered" is stored regardless.
+
 Gone URLs: a 410 marks the URL gone in ``app_endpoints`` and, in the same transaction, every
 other pending row to it ``gone`` (none of them is sent). ``record_*`` then add no rows for
 it. A row recorded concurrently with the 410 (it read the URL as active) is caught when a
@@ -41,6 +58,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    exists,
     func,
     insert,
     or_,
@@ -49,7 +67,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from cache.context import AppContext
 from cache.db import rows_matched, session_scope, update_where
@@ -73,6 +91,7 @@ from workers.app_webhooks import (
     forward_body,
     read_count,
     redact_url,
+    stream_key,
     sync_envelope,
 )
 from workers.retry import next_delay
@@ -92,6 +111,7 @@ __all__ = [
     "classify_status",
     "dispatch_marker",
     "enable_endpoint",
+    "followers",
     "get_notification",
     "list_attempts",
     "list_endpoints",
@@ -108,12 +128,14 @@ __all__ = [
     "retry_failed",
     "retry_notification",
     "sweep_due",
+    "waiting_behind",
 ]
 
 log = logging.getLogger(__name__)
 
-#: How long one worker owns a row while sending it; longer than the request timeout.
-SEND_LEASE_SECONDS = 60
+#: How long one worker owns a row while sending it: just above ``workers.delivery``'s POST
+#: timeout (8 s), so a crashed sender is replaced within this plus one beat tick.
+SEND_LEASE_SECONDS = 10
 #: HTTP statuses retried besides 5xx. 410 stops delivery; any other 4xx fails at once.
 RETRIABLE_STATUSES = frozenset({408, 429})
 #: The dispatch marker is stamped this far in the past, so a worker whose clock runs behind
@@ -132,7 +154,10 @@ def dispatch_marker(now: datetime) -> datetime:
 
 
 def redispatch_cutoff(now: datetime, lease_seconds: int) -> datetime:
-    """Rows whose ``lease_expires_at`` is at or before this may be enqueued again."""
+    """Dispatched rows (not claimed) whose marker is at or before this may be enqueued again.
+
+    A claimed row whose send lease has expired is enqueued again at once (``sweep_due``).
+    """
     return now - timedelta(seconds=lease_seconds + DISPATCH_SKEW_SECONDS)
 
 
@@ -291,6 +316,7 @@ def _insert(
                     # The dispatch marker (see the module docstring): the caller enqueues it.
                     "lease_expires_at": dispatch_marker(now),
                     "created_at": now,
+                    "stream": stream_key(url, body),
                 }
             )
     if not rows:
@@ -396,11 +422,17 @@ def claim(ctx: AppContext, notification_id: int, started: datetime, lease: datet
                     Notification.lease_expires_at.is_(None),
                     Notification.lease_expires_at <= started,
                 ),
+                _NOT_BLOCKED,
             ],
             lease_expires_at=lease,
+            claimed_at=started,
         )
         if not claimed:
-            log.debug("notification %s is not due or is being sent; skipped", notification_id)
+            log.debug(
+                "notification %s is not due, is being sent or waits behind an earlier one of "
+                "its stream; skipped",
+                notification_id,
+            )
             return None
         row = session.execute(
             select(
@@ -419,6 +451,7 @@ def claim(ctx: AppContext, notification_id: int, started: datetime, lease: datet
                 .values(
                     state=NotificationState.GONE.value,
                     lease_expires_at=None,
+                    claimed_at=None,
                     last_error=NOT_SENT_GONE,
                 )
                 .execution_options(synchronize_session=False)
@@ -433,14 +466,25 @@ def claim_many(
 ) -> tuple[list[Any], set[str]]:
     """Lease, in one transaction, every row of ``notification_ids`` that is due and free.
 
+    Of several rows of one stream only the earliest can be claimed (``_NOT_BLOCKED`` reads
+    the rows as they were before the statement): a stream never has two POSTs in flight.
+
     Returns:
         The claimed rows in id order (``id``, ``url``, ``body``, ``webhook_id``,
         ``attempts``, ``run_id``, ``event_id``, ``created_at``), and which of their URLs
         are gone: those rows are left for ``deliver`` (``release_claim``).
     """
     with session_scope(ctx.sessions) as session:
-        session.execute(_CLAIM_MANY, {"ids": notification_ids, "p_now": started, "p_lease": lease})
-        rows = session.execute(_CLAIMED, {"ids": notification_ids, "p_lease": lease}).all()
+        # RETURNING names exactly the rows this statement claimed: two workers whose leases
+        # happen to be equal still never both read a row as theirs.
+        claimed = list(
+            session.scalars(
+                _CLAIM_MANY, {"ids": notification_ids, "p_now": started, "p_lease": lease}
+            )
+        )
+        if not claimed:
+            return [], set()
+        rows = session.execute(_CLAIMED, {"ids": claimed}).all()
         gone = set(session.scalars(_GONE_OF, {"urls": sorted({row.url for row in rows})}))
     return list(rows), gone
 
@@ -454,6 +498,16 @@ _EVENT_OF_RUN = (
     .label("event_id")
 )
 
+#: An earlier row of the same stream still ``pending`` (due later, in flight, or not yet
+#: sent) blocks a row; rows without a stream are never blocked. Read through
+#: ``ix_notifications_stream`` (stream, state, id).
+_EARLIER = aliased(Notification, name="earlier")
+_NOT_BLOCKED = ~exists().where(
+    _EARLIER.stream == Notification.stream,
+    _EARLIER.state == NotificationState.PENDING.value,
+    _EARLIER.id < Notification.id,
+)
+
 # ``claim_many``'s statements, built once (building one costs about as much as running it).
 _CLAIM_MANY = (
     update(Notification)
@@ -465,8 +519,10 @@ _CLAIM_MANY = (
             Notification.lease_expires_at.is_(None),
             Notification.lease_expires_at <= bindparam("p_now"),
         ),
+        _NOT_BLOCKED,
     )
-    .values(lease_expires_at=bindparam("p_lease"))
+    .values(lease_expires_at=bindparam("p_lease"), claimed_at=bindparam("p_now"))
+    .returning(Notification.id)
     .execution_options(synchronize_session=False)
 )
 _CLAIMED = (
@@ -480,10 +536,7 @@ _CLAIMED = (
         _EVENT_OF_RUN,
         Notification.created_at,
     )
-    .where(
-        Notification.id.in_(bindparam("ids", expanding=True)),
-        Notification.lease_expires_at == bindparam("p_lease"),
-    )
+    .where(Notification.id.in_(bindparam("ids", expanding=True)))
     .order_by(Notification.id)
 )
 _GONE_OF = select(AppEndpoint.url).where(
@@ -497,7 +550,7 @@ def release_claim(ctx: AppContext, notification_id: int, lease: datetime) -> Non
         session.execute(
             update(Notification)
             .where(Notification.id == notification_id, Notification.lease_expires_at == lease)
-            .values(lease_expires_at=None)
+            .values(lease_expires_at=None, claimed_at=None)
             .execution_options(synchronize_session=False)
         )
 
@@ -526,6 +579,7 @@ def record_deliveries(
                 last_status=bindparam("status"),
                 last_error=None,
                 lease_expires_at=None,
+                claimed_at=None,
             ),
             values,
         )
@@ -582,6 +636,7 @@ def record_outcome(
         "last_status": attempt.status,
         "last_error": attempt.error,
         "lease_expires_at": None,
+        "claimed_at": None,
     }
     if state is NotificationState.DELIVERED:
         values.update(state=state.value, delivered_at=now)
@@ -717,6 +772,7 @@ def _stop_pending(
             .values(
                 state=NotificationState.GONE.value,
                 lease_expires_at=None,
+                claimed_at=None,
                 last_error=NOT_SENT_GONE,
             )
             .execution_options(synchronize_session=False)
@@ -903,6 +959,7 @@ def retry_failed(session: Session, since: datetime, now: datetime) -> list[int]:
             attempts=0,
             next_attempt_at=now,
             lease_expires_at=dispatch_marker(now),  # the caller enqueues them
+            claimed_at=None,
         )
         .execution_options(synchronize_session=False)
     )
@@ -978,13 +1035,19 @@ def retry_notification(
         row.attempts = 0
         row.next_attempt_at = now
         row.lease_expires_at = dispatch_marker(now)  # the caller enqueues it
+        row.claimed_at = None
         session.flush()
     return row
 
 
 def sweep_due(session: Session, now: datetime, lease_seconds: int, limit: int) -> list[int]:
-    """Pending notifications that are due and neither being sent nor dispatched lately,
-    stamped as dispatched now: the beat tick enqueues them (what drives delivery retries)."""
+    """Pending notifications that are due, first of their stream, and neither being sent nor
+    dispatched lately, stamped as dispatched now: the beat tick enqueues them (what drives
+    delivery retries).
+
+    A row whose send lease expired (its sender died or hung) is taken at once; a row only
+    dispatched is taken once its marker is ``lease_seconds`` old (its message was lost).
+    """
     ids = list(
         session.scalars(
             select(Notification.id)
@@ -993,8 +1056,13 @@ def sweep_due(session: Session, now: datetime, lease_seconds: int, limit: int) -
                 Notification.next_attempt_at <= now,
                 or_(
                     Notification.lease_expires_at.is_(None),
+                    and_(
+                        Notification.claimed_at.is_not(None),
+                        Notification.lease_expires_at <= now,
+                    ),
                     Notification.lease_expires_at <= redispatch_cutoff(now, lease_seconds),
                 ),
+                _NOT_BLOCKED,
             )
             .order_by(Notification.next_attempt_at)
             .limit(limit)
@@ -1005,10 +1073,72 @@ def sweep_due(session: Session, now: datetime, lease_seconds: int, limit: int) -
         session.execute(
             update(Notification)
             .where(Notification.id.in_(ids))
-            .values(lease_expires_at=dispatch_marker(now))
+            .values(lease_expires_at=dispatch_marker(now), claimed_at=None)
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+def followers(ctx: AppContext, notification_ids: Sequence[int]) -> list[int]:
+    """The next pending row of each stream whose row in ``notification_ids`` left ``pending``.
+
+    ``workers.delivery`` sends them right after their head's outcome, so a stream's backlog
+    drains without waiting for the sweeper. Ids in ascending order.
+    """
+    if not notification_ids:
+        return []
+    with session_scope(ctx.sessions) as session:
+        released = (
+            select(Notification.stream)
+            .where(
+                Notification.id.in_(list(notification_ids)),
+                Notification.stream.is_not(None),
+                Notification.state != NotificationState.PENDING.value,
+            )
+            .scalar_subquery()
+        )
+        ids = session.scalars(
+            select(func.min(Notification.id))
+            .where(
+                Notification.stream.in_(released),
+                Notification.state == NotificationState.PENDING.value,
+            )
+            .group_by(Notification.stream)
+        )
+        return sorted(int(notification_id) for notification_id in ids)
+
+
+def waiting_behind(session: Session, notifications: Sequence[Notification]) -> dict[int, int]:
+    """How many pending rows of its stream wait behind each pending row of ``notifications``.
+
+    For a stream's head that is its backlog; 0 for rows without a stream or not pending.
+    One query for a whole listing.
+    """
+    heads = [
+        row.id
+        for row in notifications
+        if row.stream is not None and row.state == NotificationState.PENDING.value
+    ]
+    counts = dict.fromkeys((row.id for row in notifications), 0)
+    if not heads:
+        return counts
+    later = aliased(Notification, name="later")
+    rows = session.execute(
+        select(Notification.id, func.count(later.id))
+        .join(
+            later,
+            and_(
+                later.stream == Notification.stream,
+                later.state == NotificationState.PENDING.value,
+                later.id > Notification.id,
+            ),
+        )
+        .where(Notification.id.in_(heads))
+        .group_by(Notification.id)
+    )
+    for notification_id, count in rows:
+        counts[notification_id] = int(count)
+    return counts
 
 
 def oldest_pending(session: Session) -> datetime | None:

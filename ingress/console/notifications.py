@@ -35,6 +35,7 @@ from workers.outbox import (
     list_notifications,
     retry_failed,
     retry_notification,
+    waiting_behind,
 )
 
 __all__ = [
@@ -65,13 +66,15 @@ class NotificationView:
     sync_name: str
     summary: str
     body: dict[str, Any]
+    #: Later notifications of its stream waiting for this one (``outbox.waiting_behind``).
+    waiting_behind: int = 0
 
     @property
     def retryable(self) -> bool:
         return self.row.state in RETRYABLE
 
 
-def view_of(row: Notification) -> NotificationView:
+def view_of(row: Notification, waiting: int = 0) -> NotificationView:
     """What a notification is about, read from its body (sync, forward or failure)."""
     try:
         body = json.loads(row.body)
@@ -100,6 +103,7 @@ def view_of(row: Notification) -> NotificationView:
         sync_name=str(body.get("syncName") or ""),
         summary=summary,
         body=body,
+        waiting_behind=waiting,
     )
 
 
@@ -126,7 +130,8 @@ def notifications() -> Any:
                 since=since,
                 limit=PAGE_SIZE,
             )
-            rows = [view_of(row) for row in found]
+            behind = waiting_behind(session, found)
+            rows = [view_of(row, behind[row.id]) for row in found]
         except BadInputError as problem:
             error = str(problem)
     html = page(
@@ -156,7 +161,7 @@ def notification_detail(notification_id: int) -> Any:
             "notification.html",
             title=f"Notification {notification_id}",
             section="console.notifications",
-            item=view_of(row),
+            item=view_of(row, waiting_behind(session, [row])[row.id]),
             attempts=list_attempts(session, notification_id),
             body=json.dumps(view_of(row).body, indent=2, ensure_ascii=False),
         )
