@@ -443,6 +443,11 @@ SCHEMAS: dict[str, Schema] = {
             "last_error": NULLABLE_STRING,
             "created_at": TIME,
             "delivered_at": TIME,
+            "waiting_behind": {
+                "type": "integer",
+                "description": "Pending notifications of its stream (app URL, connection, "
+                "sync, model) held back until this one is delivered or given up.",
+            },
             "body": {"type": "object", "description": "The JSON body sent to the app."},
         },
         "id url webhook_id state attempts body",
