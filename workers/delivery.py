@@ -8,7 +8,9 @@ poster, a batch's POSTs side by side on the process's sender threads.
 
 Order: the outbox claims only the first pending row of a stream (one app URL, connection,
 sync and model). When a row leaves ``pending`` its stream's next row is sent right away
-(``followers``), up to ``HANDOFF_ROUNDS`` rows per task; the sweeper dispatches the rest.
+(``followers``), for up to ``HANDOFF_ROUNDS`` rounds and ``HANDOFF_SECONDS`` per task (the
+inbox drain calls ``deliver_many`` too, and a slow app must not hold it); the sweeper
+dispatches the rest.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from workers.outbox import (
 
 __all__ = [
     "HANDOFF_ROUNDS",
+    "HANDOFF_SECONDS",
     "PARALLEL_POSTS",
     "TIMEOUT_SECONDS",
     "Poster",
@@ -54,6 +57,8 @@ __all__ = [
 TIMEOUT_SECONDS = 8
 #: Rounds of stream followers one task sends after its own rows (see the docstring).
 HANDOFF_ROUNDS = 50
+#: No new round of followers starts once a task has spent this long on them.
+HANDOFF_SECONDS = 10.0
 
 Poster = Callable[..., requests.Response]
 
@@ -129,7 +134,10 @@ def deliver_many(
 
 def _send_followers(ctx: AppContext, sent: Sequence[int], now: datetime | None) -> None:
     """Send the next row of each stream that ``sent`` released, and theirs, a bounded while."""
+    deadline = time.monotonic() + HANDOFF_SECONDS
     for _ in range(HANDOFF_ROUNDS):
+        if time.monotonic() > deadline:
+            return
         ids = followers(ctx, sent)
         if not ids:
             return
