@@ -62,7 +62,11 @@ def test_a_freshly_started_embedded_redis_writes_owner_only_files(tmp_path: Path
 def test_var_and_its_secrets_and_metrics_folders_are_owner_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    # prepare_metrics_dir exports the variable into os.environ. A plain delenv of an unset
+    # variable records nothing to undo, and the leaked folder would turn this process's
+    # later /metrics scrapes into reads of a deleted folder (tests/integration/test_metrics).
+    monkeypatch.setenv(MULTIPROC_ENV, "unset-after-the-test")
+    monkeypatch.delenv(MULTIPROC_ENV)
     var_dir = tmp_path / "var"
     secrets_file = var_dir / "secrets.json"
     _read_or_create_secrets_file(secrets_file)
