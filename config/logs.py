@@ -200,6 +200,21 @@ def make_formatter(log_format: str) -> logging.Formatter:
     raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each record, not as it was at set-up.
+
+    Whoever swaps ``sys.stderr`` (a test runner capturing a command's output, a daemon
+    redirecting it) would otherwise leave the handler writing to a closed file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock (Handler.handle)
+        super().emit(record)
+
+
 def configure_logging(
     log_format: str, level: str, *, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -211,7 +226,7 @@ def configure_logging(
     Returns:
         The installed handler, for callers that must format other loggers the same way.
     """
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(make_formatter(log_format))
     handler.addFilter(ContextFilter())
