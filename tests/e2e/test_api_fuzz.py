@@ -132,12 +132,16 @@ def web() -> Iterator[Web]:
 
 
 def _wait_for_row(stack: Stack, auth: dict[str, str], path: str, key: str) -> Any:
-    """The id of the first row a listing shows, once the worker made one (60 s at most)."""
+    """The id of the newest row a listing shows (for notifications: one with an attempt),
+    once the worker made one (60 s at most)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         rows = requests.get(f"{stack.base_url}{path}", headers=auth, timeout=10).json()[key]
-        if rows and (key != "notifications" or str(rows[0]["attempts"]) != "0"):
-            return rows[0]["id"]
+        # A notification with an attempt: its stream's head (the initial sync's). The
+        # webhook's notification follows it in the same stream, so it waits unattempted.
+        tried = [row for row in rows if key != "notifications" or row["attempts"] != 0]
+        if tried:
+            return tried[0]["id"]
         time.sleep(0.2)
     raise AssertionError(f"{path} still shows nothing after 60 s")
 
