@@ -37,10 +37,10 @@ from datetime import timedelta
 from sqlalchemy import insert, select
 
 from bench.merge import postgres
-from bench.scheduler import INTEGRATION, NOW, SYNC, context
+from bench.scheduler import NOW, SYNC, context, insert_connections
 from cache.context import AppContext
 from cache.db import migrate, session_scope
-from cache.models import Connection, RunKind, RunState, SyncRun
+from cache.models import RunKind, RunState, SyncRun
 from workers import runs
 
 #: Leases whose heartbeat cost is printed (8 s is the default; 90 s was the old one).
@@ -52,21 +52,7 @@ def populate(ctx: AppContext, running: int, history: int) -> dict[int, int]:
     """``running`` running runs at attempt 1 (one per connection) and ``history`` finished
     runs; the ``{run_id: attempt}`` of the running ones."""
     with session_scope(ctx.sessions) as session:
-        session.execute(
-            insert(Connection),
-            [
-                {
-                    "provider_config_key": INTEGRATION,
-                    "connection_id": f"acct-{index:05d}",
-                    "credentials_encrypted": "-",
-                    "metadata_json": {},
-                    "created_at": NOW,
-                    "updated_at": NOW,
-                }
-                for index in range(running)
-            ],
-        )
-        pks = list(session.scalars(select(Connection.id).order_by(Connection.id)))
+        pks = insert_connections(session, running, NOW)
 
         def row(pk: int, state: str) -> dict[str, object]:
             done = state != RunState.RUNNING.value

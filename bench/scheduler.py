@@ -120,25 +120,30 @@ class Row:
         return statistics.median(getattr(sample, attribute) for sample in samples)
 
 
+def insert_connections(session: Session, count: int, at: datetime) -> list[int]:
+    """``count`` connections of the bench integration in one statement; their ids in order."""
+    session.execute(
+        insert(Connection),
+        [
+            {
+                "provider_config_key": INTEGRATION,
+                "connection_id": f"acct-{index:05d}",
+                "credentials_encrypted": "-",
+                "metadata_json": {},
+                "created_at": at,
+                "updated_at": at,
+            }
+            for index in range(count)
+        ],
+    )
+    return list(session.scalars(select(Connection.id).order_by(Connection.id)))
+
+
 def populate(ctx: AppContext, schedules: int, due: int) -> list[int]:
     """Connections, one schedule each, and one finished run per schedule; the due ids."""
     chooser = random.Random(7)
     with session_scope(ctx.sessions) as session:
-        session.execute(
-            insert(Connection),
-            [
-                {
-                    "provider_config_key": INTEGRATION,
-                    "connection_id": f"acct-{index:05d}",
-                    "credentials_encrypted": "-",
-                    "metadata_json": {},
-                    "created_at": STARTS_AT,
-                    "updated_at": STARTS_AT,
-                }
-                for index in range(schedules)
-            ],
-        )
-        pks = list(session.scalars(select(Connection.id).order_by(Connection.id)))
+        pks = insert_connections(session, schedules, STARTS_AT)
         session.execute(
             insert(Schedule),
             [
