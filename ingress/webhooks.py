@@ -76,8 +76,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     ctx = current_context()
     integration = ctx.integrations.by_key.get(provider_config_key)
     if integration is None:
-        count_received(UNKNOWN_INTEGRATION, "rejected", "unknown_integration")
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, UNKNOWN_INTEGRATION, "unknown_integration")
         return error_response(
             404,
             "unknown_integration",
@@ -86,22 +85,19 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
 
     limit = ctx.settings.max_webhook_bytes
     if request.content_length is not None and request.content_length > limit:
-        count_received(provider_config_key, "rejected", "payload_too_large")
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, provider_config_key, "payload_too_large")
         return _too_large(limit)
     # Content-Length can be absent (chunked) or wrong: read at most limit + 1 bytes.
     raw = _read_body(limit)
     if len(raw) > limit:
-        count_received(provider_config_key, "rejected", "payload_too_large")
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, provider_config_key, "payload_too_large")
         return _too_large(limit)
 
     headers = {name.lower(): value for name, value in request.headers.items()}
     provider = integration.provider
     signature = provider.webhook.signature
     if signature.scheme != "none" and not provider.webhook_secrets:
-        count_received(provider_config_key, "rejected", "webhook_secret_missing")
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, provider_config_key, "webhook_secret_missing")
         return error_response(
             401,
             "webhook_secret_missing",
@@ -120,15 +116,13 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
             config=signature,
         )
     except SignatureError as error:
-        count_received(provider_config_key, "rejected", error.code)
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, provider_config_key, error.code)
         return error_response(401, error.code, str(error), field=error.field)
 
     try:
         body = parse_body(raw, headers.get("content-type"))
     except BadInputError as error:
-        count_received(provider_config_key, "rejected", error.code)
-        count_rejection(ctx.redis, time.time())  # the chart's door count
+        _count_refused(ctx, provider_config_key, error.code)
         return error_response(400, error.code, str(error), field=error.field)
 
     if isinstance(body, dict) and body.get("type") == "url_verification" and "challenge" in body:
@@ -165,6 +159,13 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     log.info("webhook received and queued (%d bytes)", len(raw))
     count_received(provider_config_key, "accepted")
     return jsonify({"status": "accepted", "id": event["id"]}), 202
+
+
+def _count_refused(ctx: AppContext, integration: str, reason: str) -> None:
+    """Count a webhook refused at the door: its metric, and the console chart's per-minute
+    Redis counter (``workers.rejections``)."""
+    count_received(integration, "rejected", reason)
+    count_rejection(ctx.redis, time.time())
 
 
 def build_event(
