@@ -11,7 +11,6 @@ to update (``updated=0``), whatever the code under test does.
 
 from __future__ import annotations
 
-import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from demo.app_receiver import AppReceiver
-from demo.fake_tracker import FakeTracker
 from demo.http_thread import ServerThread
 from demo.stack import Stack
-from tests.support.deployment import Deployment
+from tests.support.deployment import Deployment, new_fakes
 from tests.support.integrations import copy_example_integrations
 from tests.support.notifications import notified
 from tests.support.servers import free_port
@@ -40,13 +37,7 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     database_url = ""  # SQLite under the var dir
     if request.param == "postgres":
         database_url = request.getfixturevalue("postgres_server").create_database("e2e")
-    api_key, signing_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    tracker = FakeTracker(
-        api_token=secrets.token_urlsafe(16),
-        webhook_secret=secrets.token_urlsafe(16),
-        workspace_id="ws_acme",
-    )
-    receiver = AppReceiver(signing_key)
+    api_key, signing_key, tracker, receiver = new_fakes()
     with tempfile.TemporaryDirectory(prefix="hooksync-e2e-") as folder:
         tracker_server = ServerThread(tracker.app).start()
         receiver_server = ServerThread(receiver.app).start()

@@ -13,7 +13,6 @@ got exactly one success notification for the model.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import tempfile
 import time
@@ -31,10 +30,9 @@ from cache.db import make_engine, make_sessionmaker, read_scope
 from cache.models import RunKind, SyncRun
 from demo import stack as stack_module
 from demo.app_receiver import AppReceiver
-from demo.fake_tracker import FakeTracker
 from demo.http_thread import ServerThread
 from demo.stack import Stack
-from tests.support.deployment import Deployment
+from tests.support.deployment import Deployment, new_fakes
 from tests.support.integrations import copy_example_integrations
 from tests.support.servers import free_port
 
@@ -54,13 +52,7 @@ def deployment(
         database_url = request.getfixturevalue("postgres_server").create_database("killed")
     # A second worker, as another machine would run it.
     monkeypatch.setitem(stack_module.PROCESSES, "worker2", ["worker", "--concurrency", "2"])
-    api_key, signing_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    tracker = FakeTracker(
-        api_token=secrets.token_urlsafe(16),
-        webhook_secret=secrets.token_urlsafe(16),
-        workspace_id="ws_acme",
-    )
-    receiver = AppReceiver(signing_key)
+    api_key, signing_key, tracker, receiver = new_fakes()
     with tempfile.TemporaryDirectory(prefix="hooksync-worker-kill-") as folder:
         var = Path(folder) / "var"
         tracker_server = ServerThread(tracker.app).start()

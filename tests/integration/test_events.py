@@ -24,7 +24,7 @@ from config.errors import BadInputError, RetriableError
 from config.settings import load_settings
 from ingress.webhooks import build_event
 from tests.support.concurrency import run_at_once
-from tests.support.integrations import write_integrations
+from tests.support.contexts import events_context
 from tests.support.rows import add_connection
 from tests.support.servers import free_port
 from workers.events import RouteResult, prune_deliveries, replay_event, route_event
@@ -78,16 +78,9 @@ NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def ctx(make_env, database_url: str, tmp_path: Path) -> Iterator[AppContext]:
     """Like the shared ``ctx`` fixture, on this file's integrations and with an app URL."""
-    folder = write_integrations(tmp_path / "integrations", NANGO_YAML)
-    env = make_env(
-        HOOKSYNC_DATABASE_URL=database_url,
-        HOOKSYNC_INTEGRATIONS_DIR=str(folder),
-        HOOKSYNC_APP_WEBHOOK_URLS=APP_URL,
-        HOOKSYNC_LEASE_SECONDS="90",
-    )
-    context = AppContext(load_settings(env))
-    yield context
-    context.close()
+    folder = tmp_path / "integrations"
+    with events_context(make_env, database_url, folder, NANGO_YAML, APP_URL) as context:
+        yield context
 
 
 def tracker_event(

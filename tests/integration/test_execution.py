@@ -8,7 +8,6 @@ connection's metadata says, so each test picks a behaviour by creating a connect
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -35,7 +34,7 @@ from cache.models import (
 from cache.store import RecordStore
 from config.settings import load_settings
 from tests.support.api import Api
-from tests.support.paths import REPO
+from tests.support.integrations import extend_example_integrations
 from tests.support.rows import add_connection, load_run, trigger_run
 from tests.support.tasktracker import task
 from workers.execution import LeaseHeartbeat, LeaseLost, execute_run
@@ -124,17 +123,13 @@ def fetch_data(nango):
 
 @pytest.fixture
 def integrations_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "integrations"
-    shutil.copytree(REPO / "integrations", folder)
-    text = (folder / "nango.yaml").read_text()
-    text = text.replace("\nmodels:\n", "\n" + TOY_YAML.strip("\n") + "\n\nmodels:\n", 1)
-    text = text.replace("\nproviders:\n", "\n" + TOY_MODELS.strip("\n") + "\n\nproviders:\n", 1)
-    text = text.rstrip("\n") + "\n" + TOY_PROVIDER.strip("\n") + "\n"
-    (folder / "nango.yaml").write_text(text)
-    (folder / "toy" / "syncs").mkdir(parents=True)
-    (folder / "toy" / "syncs" / "items.py").write_text(ITEMS_SCRIPT)
-    (folder / "toy" / "syncs" / "bare.py").write_text(BARE_SCRIPT)
-    return folder
+    return extend_example_integrations(
+        tmp_path / "integrations",
+        syncs=TOY_YAML,
+        models=TOY_MODELS,
+        provider=TOY_PROVIDER,
+        scripts={"toy/syncs/items.py": ITEMS_SCRIPT, "toy/syncs/bare.py": BARE_SCRIPT},
+    )
 
 
 @pytest.fixture

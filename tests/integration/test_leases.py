@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from tests.integration.test_execution import (
     store_of,
     wctx,
 )
+from tests.support.integrations import extend_example_integrations
 from tests.support.paths import REPO
 from tests.support.rows import add_connection, insert_connection, load_run, trigger_run
 from workers import runs
@@ -78,17 +79,16 @@ def on_webhook_payload_received(nango, payload):
 
 @pytest.fixture
 def integrations_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "integrations"
-    shutil.copytree(REPO / "integrations", folder)
-    text = (folder / "nango.yaml").read_text()
-    text = text.replace("\nmodels:\n", "\n" + TOY_YAML.strip("\n") + "\n\nmodels:\n", 1)
-    text = text.replace("\nproviders:\n", "\n" + TOY_MODELS.strip("\n") + "\n\nproviders:\n", 1)
-    text = text.rstrip("\n") + "\n" + TOY_PROVIDER.strip("\n") + "\n"
-    (folder / "nango.yaml").write_text(text)
-    (folder / "toy" / "syncs").mkdir(parents=True)
-    (folder / "toy" / "syncs" / "items.py").write_text(HANGING_SCRIPT)
-    (folder / "toy" / "syncs" / "bare.py").write_text("def fetch_data(nango):\n    pass\n")
-    return folder
+    return extend_example_integrations(
+        tmp_path / "integrations",
+        syncs=TOY_YAML,
+        models=TOY_MODELS,
+        provider=TOY_PROVIDER,
+        scripts={
+            "toy/syncs/items.py": HANGING_SCRIPT,
+            "toy/syncs/bare.py": "def fetch_data(nango):\n    pass\n",
+        },
+    )
 
 
 @pytest.fixture
@@ -180,21 +180,27 @@ def test_a_worker_stops_writing_once_its_unrenewed_lease_ran_out(wctx: AppContex
     heartbeat.check()
 
 
-def test_a_claim_records_when_the_attempt_it_took_over_started(wctx: AppContext) -> None:
-    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
-    run_id = trigger_run(wctx, pk, "items")
-    began = utcnow() - timedelta(seconds=30)
-    with session_scope(wctx.sessions) as session:
+def _abandon_first_attempt(ctx: AppContext, run_id: int, *, started_at: datetime) -> None:
+    """Make ``run_id`` look like a first attempt that began at ``started_at`` and whose
+    worker died: still running, its lease already run out."""
+    with session_scope(ctx.sessions) as session:
         session.execute(
             update(SyncRun)
             .where(SyncRun.id == run_id)
             .values(
                 state="running",
                 attempts=1,
-                started_at=began,
+                started_at=started_at,
                 lease_expires_at=utcnow() - timedelta(seconds=1),
             )
         )
+
+
+def test_a_claim_records_when_the_attempt_it_took_over_started(wctx: AppContext) -> None:
+    pk = add_connection(wctx, "toy", "c1", credentials=CREDENTIALS, schedules=True)
+    run_id = trigger_run(wctx, pk, "items")
+    began = utcnow() - timedelta(seconds=30)
+    _abandon_first_attempt(wctx, run_id, started_at=began)
     claim = _claim(wctx, run_id, wctx.integrations)
     assert claim is not None and claim.attempt == 2
     assert claim.previous_started_at is not None
@@ -225,17 +231,8 @@ def test_a_run_whose_last_attempt_outlived_the_hard_limit_ends_as_a_timeout(
 ) -> None:
     pk = add_connection(limited, "toy", "c1", credentials=CREDENTIALS, schedules=True)
     run_id = trigger_run(limited, pk, "items")
-    with session_scope(limited.sessions) as session:
-        session.execute(
-            update(SyncRun)
-            .where(SyncRun.id == run_id)
-            .values(
-                state="running",
-                attempts=1,
-                started_at=utcnow() - timedelta(seconds=31),  # the hard limit is 30 s
-                lease_expires_at=utcnow() - timedelta(seconds=1),
-            )
-        )
+    # the hard limit is 30 s
+    _abandon_first_attempt(limited, run_id, started_at=utcnow() - timedelta(seconds=31))
     ids = execute_run(limited, run_id)
     run = load_run(limited, run_id)
     assert (run.state, run.error_type, run.attempts) == ("error", "timeout", 2)

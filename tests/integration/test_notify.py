@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from alembic import command
@@ -35,7 +34,7 @@ from scheduler.tick import tick
 from tests.support.auth import AUTH
 from tests.support.concurrency import run_at_once
 from tests.support.rows import insert_connection
-from tests.support.servers import free_port
+from tests.support.servers import QuietHandler, free_port, serving
 from workers.app_signatures import legacy_signature, whsec_secret
 from workers.app_webhooks import endpoint_id
 from workers.delivery import deliver
@@ -80,7 +79,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             with state.lock:
@@ -94,17 +93,9 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_port}/hooks/nango"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Handler) as server:
+        state.url = f"http://127.0.0.1:{server.server_port}/hooks/nango"
+        yield state
 
 
 def _context(make_env, database_url: str, urls: str, **env: str) -> AppContext:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from flask.testing import FlaskClient
@@ -31,6 +30,7 @@ from scheduler.tick import tick
 from tests.support.auth import API_KEY, AUTH
 from tests.support.concurrency import run_at_once
 from tests.support.rows import insert_connection
+from tests.support.servers import QuietHandler, serving
 from workers.delivery import TIMEOUT_SECONDS, deliver, deliver_many
 from workers.outbox import (
     SEND_LEASE_SECONDS,
@@ -75,7 +75,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     state = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             key = (body.get("connectionId"), body.get("syncName"), body.get("model"))
@@ -93,17 +93,9 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_port}/hooks"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with serving(Handler) as server:
+        state.url = f"http://127.0.0.1:{server.server_port}/hooks"
+        yield state
 
 
 @pytest.fixture

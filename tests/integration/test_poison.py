@@ -21,12 +21,11 @@ from sqlalchemy import select, text
 from cache.context import AppContext
 from cache.db import session_scope
 from cache.models import Notification, SyncRun, WebhookEvent, utcnow
-from config.settings import load_settings
 from ingress.app import create_app
 from ingress.provider_signatures import sign_generic
 from ingress.webhooks import build_event
 from tests.support.auth import AUTH
-from tests.support.integrations import write_integrations
+from tests.support.contexts import events_context
 from tests.support.rows import add_connection
 from workers import runs
 from workers.drain import drain_inbox
@@ -64,16 +63,9 @@ POISON_DEPTH = 950
 
 @pytest.fixture
 def ctx(make_env, database_url: str, tmp_path: Path) -> Iterator[AppContext]:
-    folder = write_integrations(tmp_path / "integrations", NANGO_YAML)
-    env = make_env(
-        HOOKSYNC_DATABASE_URL=database_url,
-        HOOKSYNC_INTEGRATIONS_DIR=str(folder),
-        HOOKSYNC_APP_WEBHOOK_URLS=APP_URL,
-        HOOKSYNC_LEASE_SECONDS="90",
-    )
-    context = AppContext(load_settings(env))
-    yield context
-    context.close()
+    folder = tmp_path / "integrations"
+    with events_context(make_env, database_url, folder, NANGO_YAML, APP_URL) as context:
+        yield context
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ end-to-end tests use it."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,3 +46,16 @@ class Deployment:
         found = self.records(ids=task_id)["records"]
         assert len(found) == 1, found
         return found[0]
+
+
+def new_fakes() -> tuple[str, str, FakeTracker, AppReceiver]:
+    """Fresh secrets and fakes for a deployment: its API key, its webhook signing key, a
+    fake tracker for workspace ``ws_acme`` and an app receiver checking that signing key."""
+    api_key, signing_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    tracker = FakeTracker(
+        api_token=secrets.token_urlsafe(16),
+        webhook_secret=secrets.token_urlsafe(16),
+        workspace_id="ws_acme",
+    )
+    receiver = AppReceiver(signing_key)
+    return api_key, signing_key, tracker, receiver

@@ -50,3 +50,27 @@ def copy_example_integrations(folder: Path, *, runs: str) -> Path:
     assert replaced, f"no `runs:` line in {path}"
     path.write_text(text)
     return folder
+
+
+def extend_example_integrations(
+    folder: Path, *, syncs: str, models: str, provider: str, scripts: dict[str, str]
+) -> Path:
+    """Copy the bundled example (``integrations/``) to ``folder`` and add one integration
+    to its ``nango.yaml``: ``syncs`` goes before ``models:``, ``models`` before
+    ``providers:``, ``provider`` at the end; ``scripts`` maps ``<integration>/syncs/<name>.py``
+    (relative to ``folder``) to the text written there.
+
+    Returns:
+        ``folder``, for ``HOOKSYNC_INTEGRATIONS_DIR``.
+    """
+    shutil.copytree(REPO / "integrations", folder)
+    text = (folder / "nango.yaml").read_text()
+    text = text.replace("\nmodels:\n", "\n" + syncs.strip("\n") + "\n\nmodels:\n", 1)
+    text = text.replace("\nproviders:\n", "\n" + models.strip("\n") + "\n\nproviders:\n", 1)
+    text = text.rstrip("\n") + "\n" + provider.strip("\n") + "\n"
+    (folder / "nango.yaml").write_text(text)
+    for relative, script in scripts.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(script)
+    return folder
