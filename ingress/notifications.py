@@ -42,7 +42,6 @@ __all__ = [
     "bp",
     "describe_notification",
     "endpoint_to_json",
-    "redact_url",
 ]
 
 log = logging.getLogger(__name__)

@@ -39,17 +39,15 @@ from workers import events
 from workers.app_webhooks import redact_url
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
 from workers.events import RouteResult, replay_event
-from workers.payloads import REDACTED, redact_headers
+from workers.payloads import redact_headers
 from workers.rejections import count_rejection
 from workers.routing import parse_body, routing_headers
 
 __all__ = [
-    "REDACTED",
     "body_to_json",
     "bp",
     "build_event",
     "event_to_json",
-    "redact_headers",
     "replay_and_enqueue",
     "run_to_json",
 ]

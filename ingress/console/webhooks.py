@@ -25,8 +25,9 @@ from ingress.auth import current_context
 from ingress.console.blueprint import bp, page
 from ingress.console.charts import durations_chart, webhook_chart
 from ingress.console.filters import AGES, parse_time
-from ingress.webhooks import redact_headers, replay_and_enqueue
+from ingress.webhooks import replay_and_enqueue
 from workers.events import connection_ids, get_event, list_events, runs_of_events
+from workers.payloads import redact_headers
 
 __all__ = ["RunOutcome", "event_detail", "replay_webhook", "summarize_result", "webhooks"]
 
