@@ -30,12 +30,13 @@ from cache.context import AppContext
 from cache.credentials import decrypt_credentials
 from cache.db import read_scope
 from cache.merge import MergeStrategy, Operation
-from cache.models import Connection, Record, RunSyncType, Schedule
+from cache.models import Record, RunSyncType, Schedule
 from cache.store import BatchResult, PendingWrite, RecordStore
 from cache.timestamps import api_optional_time
 from config.errors import BadInputError, HooksyncError
 from config.settings import load_settings
 from hooksync.output import print_json, print_table
+from ingress.params import find_connection
 from workers.execution import classify_error
 from workers.external import redact, secret_values
 from workers.runtime import ConnectionInfo, NangoRuntime
@@ -233,12 +234,7 @@ def dry_run(
             field="sync",
         )
     with read_scope(ctx.sessions) as session:
-        connection = session.scalars(
-            select(Connection).where(
-                Connection.provider_config_key == integration,
-                Connection.connection_id == connection_id,
-            )
-        ).first()
+        connection = find_connection(session, integration, connection_id)
         if connection is None:
             raise BadInputError(
                 f"connection_id: connection {connection_id!r} not found in integration "
