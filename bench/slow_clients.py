@@ -1,0 +1,314 @@
+"""Slow clients against ``hooksync web`` (issue 9, bench/RESULTS.md "Slow clients").
+
+    python -m bench.slow_clients [--slow N] [--seconds S]
+
+One ``hooksync web`` (``demo.stack.Stack``: the Procfile's command, 2 gunicorn workers,
+the embedded Redis, SQLite in a temp folder) serving the bench integration
+(``bench/integration``: HMAC-SHA256 signed webhooks). Two phases of ``--seconds`` each:
+
+* the **floor**: signed webhooks sent one after the other, each on a new connection (as a
+  provider sends them), nothing else connected;
+* **slow**: the same, while ``--slow`` (200) sockets stay open: half send a webhook's
+  request line and headers one byte a second, half send complete headers with a
+  ``Content-Length`` and then the body one byte a second. A socket the server closes is
+  opened again at once (an attacker keeps its sockets), and the reopenings are counted.
+
+Printed per phase: webhooks sent, p50, p99 and max latency (connect to the last byte of
+the answer), how many were not 2xx (a timeout or socket error counts as not 2xx), and the
+slow phase over the floor. Then the slow sockets are closed and the time until
+``/healthz`` answers again is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import math
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.e2e_load import WEBHOOK_PATH, build_webhook, post_webhook
+from demo.stack import REPO, Stack
+
+__all__ = [
+    "Latencies",
+    "SlowSockets",
+    "bench_web",
+    "percentile",
+    "send_webhooks",
+]
+
+INTEGRATION_DIR = REPO / "bench" / "integration"
+#: Seconds between two bytes of a slow socket.
+TRICKLE_INTERVAL = 1.0
+#: A webhook not answered within this long counts as failed (as a provider's timeout).
+WEBHOOK_TIMEOUT = 30.0
+#: Body a body-trickling socket declares: longer than any run, so it never completes.
+SLOW_BODY_BYTES = 4096
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(share * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass
+class Latencies:
+    """The webhooks of one phase: each one's seconds and status (``-1``: no answer)."""
+
+    seconds: list[float] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+
+    @property
+    def not_2xx(self) -> int:
+        return sum(1 for status in self.statuses if not 200 <= status < 300)
+
+    def ms(self, share: float) -> float:
+        return percentile(self.seconds, share) * 1000
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.seconds)} webhooks, p50 {self.ms(0.5):.1f} ms, p99 {self.ms(0.99):.1f} ms,"
+            f" max {self.ms(1.0):.1f} ms, not 2xx {self.not_2xx}"
+        )
+
+
+def send_webhooks(
+    port: int,
+    secret: str,
+    *,
+    count: int | None = None,
+    seconds: float | None = None,
+    timeout: float = WEBHOOK_TIMEOUT,
+) -> Latencies:
+    """Send signed bench webhooks one after the other, each on its own connection, until
+    ``count`` are sent or ``seconds`` have passed (whichever is given first)."""
+    result = Latencies()
+    nonce = secrets.token_hex(4)
+    deadline = time.monotonic() + seconds if seconds is not None else float("inf")
+    index = 0
+    while (count is None or index < count) and time.monotonic() < deadline:
+        body, headers = build_webhook(secret.encode(), "acct-001", f"{nonce}-{index}", index)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        started = time.perf_counter()
+        try:
+            _, status = post_webhook(connection, body, headers)
+        except (OSError, http.client.HTTPException):
+            status = -1
+        finally:
+            connection.close()
+        result.seconds.append(time.perf_counter() - started)
+        result.statuses.append(status)
+        index += 1
+    return result
+
+
+def _slow_header_request(port: int) -> bytes:
+    """A whole webhook request (headers and a 2-byte body), to be sent a byte at a time."""
+    return (
+        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nX-Bench-Event: item.created\r\n"
+        f"X-Bench-Signature: sha256={'0' * 64}\r\n"
+        "Content-Length: 2\r\n\r\n{}"
+    ).encode()
+
+
+def _slow_body_head(port: int) -> bytes:
+    return (
+        f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {SLOW_BODY_BYTES}\r\n\r\n"
+    ).encode()
+
+
+@dataclass
+class _Slow:
+    sock: socket.socket
+    pending: bytes
+
+
+class SlowSockets:
+    """``count`` sockets to ``port`` that each send one byte every ``TRICKLE_INTERVAL``
+    from a background thread; the first half trickle their headers, the rest their body.
+
+    A socket the server closed (or answered) is replaced by a new one of the same kind,
+    so ``count`` stay open while the server lets them connect; ``reopened`` counts those.
+    """
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self.reopened = 0
+        self.connect_failures = 0
+        self._kinds = ["headers" if i < count // 2 else "body" for i in range(count)]
+        self._slots: list[_Slow | None] = [None] * count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="slow-sockets", daemon=True)
+
+    def __enter__(self) -> SlowSockets:
+        for slot in range(self.count):
+            self._slots[slot] = self._open(slot)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def open_now(self) -> int:
+        return sum(1 for slow in self._slots if slow is not None)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for slot, slow in enumerate(self._slots):
+            if slow is not None:
+                slow.sock.close()
+                self._slots[slot] = None
+
+    def _open(self, slot: int) -> _Slow | None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        except OSError:
+            self.connect_failures += 1
+            return None
+        sock.setblocking(False)
+        if self._kinds[slot] == "headers":
+            return _Slow(sock, _slow_header_request(self.port))
+        try:
+            sock.sendall(_slow_body_head(self.port))  # small: fits the socket buffer
+        except OSError:
+            sock.close()
+            return None
+        return _Slow(sock, b"x" * SLOW_BODY_BYTES)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TRICKLE_INTERVAL):
+            for slot, slow in enumerate(self._slots):
+                if self._stop.is_set():
+                    return
+                if slow is None or not self._trickle(slow):
+                    if slow is not None:
+                        slow.sock.close()
+                        self.reopened += 1
+                    self._slots[slot] = self._open(slot)
+
+    @staticmethod
+    def _trickle(slow: _Slow) -> bool:
+        """Send the next byte; False when the server closed or answered the socket."""
+        try:
+            slow.sock.recv(1024, socket.MSG_PEEK)
+            return False  # an answer (an error page) or the end: the server is done with it
+        except BlockingIOError:
+            pass  # nothing to read: still open
+        except OSError:
+            return False
+        if not slow.pending:
+            return False  # the whole request went out: start another
+        try:
+            slow.sock.send(slow.pending[:1])
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        slow.pending = slow.pending[1:]
+        return True
+
+
+@contextmanager
+def bench_web(folder: Path, secret: str, *, log_format: str = "text") -> Iterator[Stack]:
+    """``hooksync web`` alone (no worker: webhooks stay queued), on the bench integration."""
+    env = {
+        "HOOKSYNC_VAR_DIR": str(folder / "var"),
+        "HOOKSYNC_INTEGRATIONS_DIR": str(INTEGRATION_DIR),
+        "HOOKSYNC_REDIS_URL": "",  # the embedded default
+        "HOOKSYNC_DATABASE_URL": "",  # SQLite under the var dir
+        "HOOKSYNC_HOST": "127.0.0.1",
+        "HOOKSYNC_PORT": str(_free_port()),
+        "HOOKSYNC_LOG_FORMAT": log_format,
+        "BENCH_WEBHOOK_SECRET": secret,
+    }
+    stack = Stack(env, log_dir=folder / "logs")
+    try:
+        stack.start(("web",))
+        yield stack
+    finally:
+        stack.stop()
+
+
+def port_of(stack: Stack) -> int:
+    return int(stack.base_url.rsplit(":", 1)[1])
+
+
+def seconds_until_healthy(stack: Stack, timeout: float = 60.0) -> float:
+    started = time.perf_counter()
+    stack.wait_healthy(timeout)
+    return time.perf_counter() - started
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _gunicorn_command(stack: Stack) -> str:
+    """The worker class and its options, from the log's first lines (gunicorn prints them)."""
+    for line in stack.tail("web", 400).splitlines():
+        if "Using worker:" in line:
+            return line.split("Using worker:", 1)[1].strip()
+    return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.slow_clients", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--slow", type=int, default=200, help="slow sockets kept open")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    args = parser.parse_args(argv)
+    secret = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="hooksync-bench-slow-") as name:
+        with bench_web(Path(name), secret) as stack:
+            port = port_of(stack)
+            worker = _gunicorn_command(stack)
+            say(f"hooksync web on :{port}, worker {worker}; cpus {os.cpu_count()}")
+            send_webhooks(port, secret, count=20)  # warm-up: imports, Redis connections
+            floor = send_webhooks(port, secret, seconds=args.seconds)
+            say(f"floor (0 slow sockets): {floor.summary()}")
+            with SlowSockets(port, args.slow) as slow:
+                time.sleep(2 * TRICKLE_INTERVAL)  # every slow socket has started sending
+                loaded = send_webhooks(port, secret, seconds=args.seconds)
+                say(
+                    f"slow ({args.slow} slow sockets, {slow.open_now} open at the end, "
+                    f"{slow.reopened} closed by the server and reopened, "
+                    f"{slow.connect_failures} connects failed): {loaded.summary()}"
+                )
+            say(
+                f"ratio slow/floor: p50 {loaded.ms(0.5) / floor.ms(0.5):.1f}x, "
+                f"p99 {loaded.ms(0.99) / floor.ms(0.99):.1f}x"
+            )
+            say(f"after closing the slow sockets: /healthz in {seconds_until_healthy(stack):.2f} s")
+            killed = stack.tail("web", 100000).count("WORKER TIMEOUT")
+            say(f"gunicorn 'WORKER TIMEOUT' lines in the web log: {killed}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
