@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from config.errors import BadInputError, FatalError
 
@@ -20,16 +24,34 @@ __all__ = [
     "credentials_summary",
     "decrypt_credentials",
     "encrypt_credentials",
+    "format_expires_at",
+    "parse_expires_at",
     "validate_credentials",
 ]
 
 #: type -> (required fields, optional fields). Every field is a string.
+#:
+#: ``OAUTH2`` takes Nango's import fields (``access_token``, ``refresh_token``,
+#: ``expires_at``) plus what hooksync needs to refresh the token itself, since it has no
+#: integration-level OAuth client settings: the provider's ``token_url`` and the OAuth
+#: client's ``client_id`` / ``client_secret``. ``APP`` is a GitHub App installation
+#: (Nango's ``app_id`` / ``installation_id``, and the app's PEM ``private_key``); its
+#: ``access_token`` / ``expires_at`` are the installation token minted from them, cached.
 CREDENTIAL_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "API_KEY": (("api_key",), ()),
     "BASIC": (("username", "password"), ()),
-    "OAUTH2": (("access_token",), ("refresh_token", "expires_at")),
+    "OAUTH2": (
+        ("access_token",),
+        ("refresh_token", "expires_at", "token_url", "client_id", "client_secret"),
+    ),
+    "APP": (("app_id", "installation_id", "private_key"), ("access_token", "expires_at")),
     "NONE": ((), ()),
 }
+
+#: Fields whose value is not a secret, so an error may quote it (capped in length).
+_QUOTABLE = frozenset({"expires_at", "token_url", "app_id", "installation_id", "client_id"})
+#: Fields that may be given as a JSON integer too (GitHub shows them as numbers).
+_NUMERIC = frozenset({"app_id", "installation_id"})
 
 
 def validate_credentials(obj: object) -> dict[str, str]:
@@ -82,6 +104,8 @@ def validate_credentials(obj: object) -> dict[str, str]:
             raise BadInputError(
                 f"credentials.{name}: required for type {cred_type!r}", field=f"credentials.{name}"
             )
+        if name in _NUMERIC and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise BadInputError(
                 f"credentials.{name}: must be a string for type {cred_type!r}, "
@@ -99,7 +123,72 @@ def validate_credentials(obj: object) -> dict[str, str]:
                 field=f"credentials.{name}",
             )
         normalised[name] = value
+    _check_token_fields(cred_type, normalised)
     return normalised
+
+
+def _check_token_fields(cred_type: str, creds: dict[str, str]) -> None:
+    """The fields token refresh relies on: dates, URLs, ids and keys it can use."""
+    if "expires_at" in creds:
+        try:
+            creds["expires_at"] = format_expires_at(parse_expires_at(creds["expires_at"]))
+        except ValueError:
+            raise _bad(
+                "expires_at",
+                creds["expires_at"],
+                "is not an ISO 8601 date-time; give e.g. '2026-12-01T12:00:00Z'",
+            ) from None
+    if cred_type == "OAUTH2":
+        # A refresh_token without a token_url is kept (Nango's import takes it alone), but
+        # hooksync cannot refresh with it: the token is then used until the API says 401.
+        url = creds.get("token_url")
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise _bad("token_url", url, "must be an http:// or https:// URL")
+    if cred_type == "APP":
+        for name in ("app_id", "installation_id"):
+            if not creds[name].isdigit():
+                raise _bad(name, creds[name], "must be the GitHub App's numeric id")
+        if not _is_rsa_pem(creds["private_key"]):
+            # Never quote the value: it is the app's private key.
+            raise BadInputError(
+                "credentials.private_key: not a PEM RSA private key; paste the whole .pem file "
+                "GitHub generated for the app, '-----BEGIN RSA PRIVATE KEY-----' line included",
+                field="credentials.private_key",
+            )
+
+
+def _bad(name: str, value: str, problem: str) -> BadInputError:
+    assert name in _QUOTABLE, name  # a secret field must never be quoted
+    return BadInputError(
+        f"credentials.{name}: {value[:200]!r} {problem}", field=f"credentials.{name}"
+    )
+
+
+def _is_rsa_pem(text: str) -> bool:
+    try:
+        key = load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(key, RSAPrivateKey)
+
+
+def parse_expires_at(value: str) -> datetime:
+    """An ISO 8601 date-time as an aware UTC datetime (a value without offset is UTC).
+
+    Raises:
+        ValueError: not an ISO 8601 date-time.
+    """
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_expires_at(value: datetime) -> str:
+    """How ``expires_at`` is stored: UTC, seconds precision, ``Z`` (Nango's shape)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def encrypt_credentials(key: str, creds: Mapping[str, Any]) -> str:
@@ -129,8 +218,13 @@ def decrypt_credentials(key: str, token: str) -> dict[str, Any]:
 
 
 def credentials_summary(creds: Mapping[str, Any]) -> dict[str, str]:
-    """What the API may show about credentials: their type, never a secret field."""
-    return {"type": str(creds.get("type", "NONE"))}
+    """What the API may show about credentials: their type and the non-secret fields that
+    say whether (and when) they expire, never a secret field."""
+    summary = {"type": str(creds.get("type", "NONE"))}
+    for name in ("expires_at", "app_id", "installation_id"):
+        if creds.get(name):
+            summary[name] = str(creds[name])
+    return summary
 
 
 def _type_name(value: object) -> str:

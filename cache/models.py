@@ -33,6 +33,7 @@ __all__ = [
     "AppEndpoint",
     "Base",
     "Connection",
+    "ConnectionState",
     "ModelSeq",
     "Notification",
     "NotificationAttempt",
@@ -117,6 +118,12 @@ class WebhookState(str, Enum):
     PROCESSED = "processed"  # every run it caused has finished
 
 
+class ConnectionState(str, Enum):
+    ACTIVE = "active"
+    #: Its token refresh was refused for good: its polls stop until new credentials come.
+    REFRESH_FAILED = "refresh_failed"
+
+
 class NotificationState(str, Enum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -150,6 +157,12 @@ class Connection(Base):
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: ``ConnectionState``: whether its credentials still work (token refresh).
+    state: Mapped[str] = mapped_column(
+        String(32), default=ConnectionState.ACTIVE.value, server_default="active"
+    )
+    #: Why the state is not ``active`` (the refusal, secrets masked); None when active.
+    state_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Record(Base):

@@ -57,6 +57,10 @@ class Settings:
     #: ``HOOKSYNC_RUN_HARD_LIMIT_SECONDS``: the task running it is killed after this (Celery
     #: ``time_limit``), for a script that ignores the soft limit.
     run_hard_limit_seconds: float = 2100.0
+    #: ``HOOKSYNC_TOKEN_REFRESH_MARGIN_SECONDS``: an OAuth2 access token (or a GitHub App
+    #: installation token) expiring within this many seconds is refreshed before it is used,
+    #: so a token never runs out halfway through a run's first request.
+    token_refresh_margin_seconds: float = 300.0
     #: Serve ``/metrics`` without the API key (for a Prometheus that cannot send one).
     metrics_public: bool = False
     #: ``HOOKSYNC_LOG_FORMAT``: ``text`` or ``json`` (config/logs.py).
@@ -114,6 +118,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "HOOKSYNC_RUN_LEASE_SECONDS", DEFAULT_RUN_LEASE_SECONDS, minimum=3.0
         ),
         **_parse_run_limits(env),
+        token_refresh_margin_seconds=_parse_float(
+            env, "HOOKSYNC_TOKEN_REFRESH_MARGIN_SECONDS", 300.0, minimum=0.0
+        ),
         metrics_public=_parse_bool(env, "HOOKSYNC_METRICS_PUBLIC", False),
         log_format=log_format,
         log_level=log_level,

@@ -653,11 +653,11 @@ def test_list_endpoints_reports_configured_urls_in_order(two_urls: AppContext) -
     ]
 
 
-def test_the_migrations_reach_head_0005_and_go_back(database_url: str) -> None:
+def test_the_migrations_reach_head_0006_and_go_back(database_url: str) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(cache.db._MIGRATIONS))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    assert ScriptDirectory.from_config(config).get_current_head() == "0005"
+    assert ScriptDirectory.from_config(config).get_current_head() == "0006"
     engine = make_engine(database_url)
     try:
         assert_migrated(engine)
@@ -683,13 +683,15 @@ def test_the_migrations_reach_head_0005_and_go_back(database_url: str) -> None:
         assert "ix_notifications_stream" in indexes
         columns = [c["name"] for c in inspector.get_columns("notifications")]
         assert columns[-2:] == ["claimed_at", "stream"]
+        columns = [c["name"] for c in inspector.get_columns("connections")]
+        assert columns[-2:] == ["state", "state_error"]
 
         command.downgrade(config, "0001")
         assert "app_endpoints" not in inspect(engine).get_table_names()
         assert "notification_attempts" not in inspect(engine).get_table_names()
         indexes = {index["name"] for index in inspect(engine).get_indexes("sync_runs")}
         assert "ix_sync_runs_event" not in indexes
-        with pytest.raises(ConfigError, match="expected '0005'"):
+        with pytest.raises(ConfigError, match="expected '0006'"):
             assert_migrated(engine)
         command.upgrade(config, "head")
         assert_migrated(engine)
