@@ -28,6 +28,13 @@ from tenacity import (
 
 from config.errors import FatalError, RetriableError
 from config.integrations import AuthConfig
+from workers.pagination import (
+    PageRequest,
+    PageWalk,
+    Pagination,
+    UnexpectedPage,
+    select_pagination,
+)
 
 __all__ = [
     "ExternalAPIError",
@@ -297,6 +304,9 @@ class ExternalClient:
         endpoint: str,
         params: Mapping[str, Any] | None = None,
         *,
+        paginate: Pagination | Mapping[str, Any] | None = None,
+        method: str = "GET",
+        data: Any = None,
         response_path: str | None = None,
         cursor_path: str | None = "next_cursor",
         cursor_param: str = "cursor",
@@ -307,65 +317,91 @@ class ExternalClient:
         headers: Mapping[str, str] | None = None,
         retries: int | None = None,
     ) -> Iterator[list[Any]]:
-        """Yield pages (lists) of a cursor- or ``Link``-paginated GET endpoint.
+        """Yield pages (lists) of a paginated endpoint; ``workers.pagination`` decides each
+        request.
 
         Args:
             endpoint: The first page's path.
-            params: Query parameters of the first page (the cursor is added to them).
+            params: Query parameters of the first page.
+            paginate: Nango's pagination settings (``type`` ``cursor``, ``link`` or
+                ``offset``, ``cursor_path_in_response``, ``offset_name_in_request``, …);
+                None: hooksync's keywords below.
+            method: HTTP method of every page (POST, PUT and PATCH put the pagination
+                parameters into the body unless ``paginate['in_body']`` is False).
+            data: The first page's body; a dict is sent as JSON.
             response_path: Dotted path to the list in the JSON body; None: the body is the list.
             cursor_path: Dotted path to the next cursor in the body; None: no body cursor.
             cursor_param: Query parameter the cursor is sent in.
             link_header: Follow a ``Link: <…>; rel="next"`` header when the body has no cursor.
-            limit: Page size, sent as ``limit_param`` (Nango's ``paginate.limit``).
+            limit: Page size, sent as ``limit_param``.
             limit_param: Query parameter for ``limit``.
             max_pages: Stop after this many pages.
             headers: Extra headers for every page.
             retries: As for ``request``.
 
         Raises:
-            ExternalAPIError: A page is not JSON, or has no list at ``response_path``.
+            PaginationConfigError: Bad settings, or ``paginate`` mixed with the keywords.
+            ExternalAPIError: A page is not JSON, has no list at ``response_path``, or its
+                cursor is not a string or number.
             ExternalAPIUnavailable: As for ``request``.
         """
-        query: dict[str, Any] = dict(params or {})
-        if limit is not None:
-            query[limit_param] = limit
-        target: str = endpoint
-        seen: set[str] = set()
-        pages = 0
-        while True:
-            response = self.request("GET", target, params=query, headers=headers, retries=retries)
-            _url, path = self._url(target)
+        config = select_pagination(
+            paginate,
+            response_path=response_path,
+            cursor_path=cursor_path,
+            cursor_param=cursor_param,
+            link_header=link_header,
+            limit=limit,
+            limit_param=limit_param,
+        )
+        method = method.upper()
+        walk = PageWalk(
+            config,
+            method=method,
+            endpoint=endpoint,
+            params=params,
+            data=data,
+            base_url=self.base_url,
+            max_pages=max_pages,
+        )
+        page: PageRequest | None = walk.first()
+        while page is not None:
+            body_kw = {"json": page.body} if isinstance(page.body, dict | list) else {}
+            response = self.request(
+                method,
+                page.endpoint,
+                params=page.params,
+                data=None if body_kw else page.body,
+                headers=headers,
+                retries=retries,
+                **body_kw,
+            )
+            label = f"{method} {self._url(page.endpoint)[1]}"
             try:
                 body = response.json()
             except ValueError:
-                raise ExternalAPIError(f"GET {path} did not return JSON") from None
-            items = _dig(body, response_path) if response_path else body
-            if not isinstance(items, list):
-                where = f"at {response_path!r}" if response_path else "as the body"
-                raise ExternalAPIError(
-                    f"GET {path}: expected a list {where}, got {type(items).__name__}; "
-                    "set response_path to the field that holds the records"
+                raise ExternalAPIError(f"{label} did not return JSON") from None
+            try:
+                items = walk.items(body)
+                if not items:
+                    return
+                links = {rel: link["url"] for rel, link in response.links.items() if "url" in link}
+                following = walk.after(page, body, links, items)
+            except UnexpectedPage as error:
+                raise ExternalAPIError(f"{label}: {error}") from None
+            if walk.repeated:
+                logger.warning("%s: the API repeated a page cursor; stopping", label)
+            if config.on_page is not None:
+                # Nango's hook, called before the page is handed out so a script can keep
+                # the next page's cursor or offset as its checkpoint while saving this one.
+                config.on_page(
+                    {
+                        "nextPageParam": following.page_param if following else None,
+                        "response": response,
+                    }
                 )
-            if not items:
-                return
             yield items
-            pages += 1
-            if max_pages is not None and pages >= max_pages:
-                return
-            cursor = _dig(body, cursor_path) if cursor_path and isinstance(body, dict) else None
-            next_link = response.links.get("next", {}).get("url") if link_header else None
-            if cursor not in (None, ""):
-                key = f"cursor:{cursor}"
-                query = {**query, cursor_param: cursor}
-            elif next_link:
-                key = f"link:{next_link}"
-                target, query = next_link, {}
-            else:
-                return
-            if key in seen:
-                logger.warning("GET %s: the API repeated a page cursor; stopping", path)
-                return
-            seen.add(key)
+            page = following
 
     # -- internals --------------------------------------------------------------------------
 
@@ -460,17 +496,3 @@ class _TooLongRetryAfter(Exception):
 
 #: 1 s, 2 s, 4 s ... capped at 60 s, plus up to 1 s of jitter.
 _BACKOFF = wait_exponential_jitter(initial=1, max=60, jitter=1)
-
-
-def _dig(body: Any, dotted: str | None) -> Any:
-    if not dotted:
-        return body
-    value = body
-    for part in dotted.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value

@@ -33,6 +33,7 @@ from cache.store import BatchResult, PendingWrite
 from config.errors import BadInputError, FatalError
 from config.integrations import ProviderConfig
 from workers.external import ExternalClient, redact, secret_values
+from workers.pagination import PaginationConfigError
 
 __all__ = ["ConnectionInfo", "NangoRuntime", "ScriptUsageError", "SYNC_TYPES"]
 
@@ -441,11 +442,29 @@ class NangoRuntime:
         return self.proxy("DELETE", endpoint, **kwargs)
 
     def paginate(
-        self, endpoint: str, params: Mapping[str, Any] | None = None, **options: Any
+        self,
+        endpoint: str | Mapping[str, Any] = "",
+        params: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> Iterator[list[Any]]:
-        """Yield pages of a paginated GET endpoint (see ``ExternalClient.paginate``)."""
+        """Yield pages of a paginated endpoint (see ``ExternalClient.paginate``).
+
+        Nango's form works as is: ``paginate(endpoint=…, params=…, method=…, data=…,
+        paginate={"type": "cursor" | "link" | "offset", …})``, or that whole config as one
+        dict. ``workers/pagination.py`` lists the settings.
+
+        Raises:
+            ScriptUsageError: The pagination settings cannot work (named key and value).
+        """
         self._started = True
-        yield from self._api().paginate(endpoint, params, **options)
+        if isinstance(endpoint, Mapping):
+            options = {**endpoint, **options}
+            endpoint = str(options.pop("endpoint", ""))
+            params = options.pop("params", params)
+        try:
+            yield from self._api().paginate(endpoint, params, **options)
+        except PaginationConfigError as error:
+            raise ScriptUsageError(str(error)) from error
 
     def _api(self) -> ExternalClient:
         if self._client is None:
