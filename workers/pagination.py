@@ -386,11 +386,13 @@ class PageWalk:
             request: The request just sent.
             body: Its parsed JSON body.
             links: Its ``Link`` header, relation to URL.
-            items: Its records (not empty: an empty page has no successor).
+            items: Its records; an empty page has no successor.
 
         Raises:
             UnexpectedPage: The cursor is an object or a list (the path is wrong).
         """
+        if not items:
+            return None  # every style ends at an empty page
         self._pages += 1
         if self._max_pages is not None and self._pages >= self._max_pages:
             return None
