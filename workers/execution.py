@@ -62,6 +62,8 @@ from workers.runs import Claim
 from workers.runtime import ConnectionInfo, NangoRuntime, ScriptUsageError
 from workers.schedules import finish_poll_run, poll_sync_type
 from workers.scripts import load_function, script_path
+from workers.token_refresh import token_keeper
+from workers.tokens import REFRESH_FAILED, RefreshRejected
 
 __all__ = [
     "LeaseHeartbeat",
@@ -516,6 +518,7 @@ def build_runtime(
         lock=lock,
         save_metadata=save_metadata,
         deferred=deferred,
+        tokens=token_keeper(ctx, claim.connection_pk, credentials, provider.base_url),
     )
 
 
@@ -586,6 +589,9 @@ def classify_error(error: BaseException, *, script: Path | None = None) -> tuple
     """
     if isinstance(error, RunTimeLimitExceeded):
         return "timeout", str(error) or "the run was stopped after its time limit"
+    if isinstance(error, RefreshRejected):
+        # Before external_api_error: the connection needs new credentials, not a retry.
+        return REFRESH_FAILED, str(error)
     if isinstance(error, ExternalAPIError | ExternalAPIUnavailable):
         return "external_api_error", str(error)
     if isinstance(error, ScriptUsageError):

@@ -9,12 +9,13 @@ any credential value that still slips into a text (an API echoing a key back) is
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -40,6 +41,7 @@ __all__ = [
     "ExternalAPIError",
     "ExternalAPIUnavailable",
     "ExternalClient",
+    "TokenSource",
     "classify_response",
     "parse_retry_after",
     "redact",
@@ -56,7 +58,16 @@ RETRY_STATUSES = frozenset({408, 429})
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 #: Credential fields whose values are masked wherever a message could contain them.
-_SECRET_FIELDS = ("api_key", "access_token", "password", "refresh_token", "token", "secret")
+_SECRET_FIELDS = (
+    "api_key",
+    "access_token",
+    "password",
+    "refresh_token",
+    "token",
+    "secret",
+    "client_secret",
+    "private_key",
+)
 
 
 class ExternalAPIError(FatalError):
@@ -73,6 +84,18 @@ class ExternalAPIUnavailable(RetriableError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class TokenSource(Protocol):
+    """Renews the connection's token (``workers.token_refresh.TokenKeeper``)."""
+
+    def fresh(self) -> dict[str, Any]:
+        """The credentials, renewed first when their token is about to expire."""
+        ...
+
+    def after_unauthorized(self, used_token: str | None) -> dict[str, Any] | None:
+        """Renew after a 401 to ``used_token``; None when it cannot be renewed."""
+        ...
 
 
 class _RetryableResponse(Exception):
@@ -177,6 +200,8 @@ class ExternalClient:
         max_attempts: Attempts per call, the first included.
         sleep: Called with each backoff delay (tests pass a recorder).
         provider_key: Used in messages (``providers.<key>.base_url``).
+        tokens: Renews the token before it expires and once after a 401; None sends the
+            credentials as given.
     """
 
     def __init__(
@@ -191,6 +216,7 @@ class ExternalClient:
         provider_key: str = "<key>",
         max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
         session: requests.Session | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") if base_url else None
         self.auth = auth
@@ -204,6 +230,7 @@ class ExternalClient:
             auth.name if auth.type == "header" and auth.name else None
         )
         self._secrets = secret_values(self._credentials)
+        self._tokens = tokens
 
     def close(self) -> None:
         self._session.close()
@@ -248,6 +275,38 @@ class ExternalClient:
         url, path = self._url(endpoint)
         label = f"{method} {path}"
         attempts = self.max_attempts if retries is None else max(1, int(retries) + 1)
+        if self._tokens is not None:
+            # A token about to expire is renewed before the request, not after its 401.
+            self._use(self._tokens.fresh())
+        send = functools.partial(
+            self._send, method, url, label, attempts, params, headers, json, data
+        )
+        try:
+            return send()
+        except ExternalAPIError as error:
+            if error.status != 401 or self._tokens is None:
+                raise
+            # The token was revoked or expired early: renew it once and try again; a
+            # second 401 stands.
+            renewed = self._tokens.after_unauthorized(self._credentials.get("access_token"))
+            if renewed is None:
+                raise
+            logger.info("%s: 401; the token was renewed, sending the request again", label)
+            self._use(renewed)
+            return send()
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        label: str,
+        attempts: int,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: Any,
+    ) -> requests.Response:
+        """``request`` with the current credentials: retries, then errors by status."""
         query, request_headers, auth = self._apply_auth(params, headers)
 
         def send() -> requests.Response:
@@ -423,6 +482,13 @@ class ExternalClient:
             return endpoint, target.path or "/"
         url = f"{self.base_url}/{endpoint.lstrip('/')}"
         return url, urlsplit(url).path or "/"
+
+    def _use(self, credentials: Mapping[str, Any]) -> None:
+        """Send ``credentials`` from now on; the old values stay masked too."""
+        self._credentials = dict(credentials)
+        self._secrets = sorted(
+            set(self._secrets) | set(secret_values(self._credentials)), key=len, reverse=True
+        )
 
     def _apply_auth(
         self, params: Mapping[str, Any] | None, headers: Mapping[str, str] | None

@@ -32,7 +32,7 @@ from cache.models import RunSyncType
 from cache.store import BatchResult, PendingWrite
 from config.errors import BadInputError, FatalError
 from config.integrations import ProviderConfig
-from workers.external import ExternalClient, redact, secret_values
+from workers.external import ExternalClient, TokenSource, redact, secret_values
 from workers.pagination import PaginationConfigError
 
 __all__ = ["ConnectionInfo", "NangoRuntime", "ScriptUsageError", "SYNC_TYPES"]
@@ -109,6 +109,8 @@ class NangoRuntime:
         deferred: When given, batch operations are validated at the call and appended here
             as ``(runtime, PendingWrite)`` instead of written; the owner writes them and
             hands each result back through ``add_result`` (``workers.coalesce``).
+        tokens: Keeps the connection's token fresh (``workers.token_refresh``): renewed
+            before it expires and once after a 401; None uses the credentials as given.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class NangoRuntime:
         save_metadata: Callable[[dict[str, Any]], None] | None = None,
         client_factory: Callable[[], ExternalClient] | None = None,
         deferred: list[tuple[NangoRuntime, PendingWrite]] | None = None,
+        tokens: TokenSource | None = None,
     ) -> None:
         if sync_type not in SYNC_TYPES:
             raise ValueError(f"sync_type must be one of {SYNC_TYPES}, got {sync_type!r}")
@@ -141,6 +144,9 @@ class NangoRuntime:
         self._save_metadata = save_metadata
         self._client_factory = client_factory
         self._deferred = deferred
+        self._tokens = tokens
+        #: Every credential value this execution held (renewed tokens too), to mask.
+        self._secrets = secret_values(connection.credentials)
         self._client: ExternalClient | None = None
         self._metadata = dict(connection.metadata or {})
         self._strategies: dict[str, MergeStrategy] = {}
@@ -163,13 +169,23 @@ class NangoRuntime:
         return self._connection.provider_config_key
 
     def get_connection(self) -> dict[str, Any]:
-        """The connection as Nango hands it to scripts, credentials included."""
+        """The connection as Nango hands it to scripts, credentials included (a token about
+        to expire renewed first, as Nango's ``getConnection`` does)."""
         return {
             "connection_id": self._connection.connection_id,
             "provider_config_key": self._connection.provider_config_key,
             "metadata": dict(self._metadata),
-            "credentials": dict(self._connection.credentials),
+            "credentials": self._current_credentials(),
         }
+
+    def _current_credentials(self) -> dict[str, Any]:
+        if self._tokens is None:
+            return dict(self._connection.credentials)
+        credentials = self._tokens.fresh()
+        self._secrets = sorted(
+            set(self._secrets) | set(secret_values(credentials)), key=len, reverse=True
+        )
+        return credentials
 
     def get_metadata(self) -> dict[str, Any]:
         return dict(self._metadata)
@@ -476,12 +492,14 @@ class NangoRuntime:
                     self._provider.auth,
                     self._connection.credentials,
                     provider_key=self._provider.key,
+                    tokens=self._tokens,
                 )
         return self._client
 
     def redact(self, text: str) -> str:
         """Mask the connection's credential values in ``text`` (for error messages)."""
-        return redact(text, secret_values(self._connection.credentials))
+        text = redact(text, self._secrets)
+        return self._client.redact(text) if self._client is not None else text
 
     def close(self) -> None:
         """Release the HTTP session."""

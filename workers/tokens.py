@@ -166,8 +166,8 @@ def parse_oauth2_response(
         RefreshRejected: 400/401 or another 4xx, or an ``error`` of ``invalid_grant`` & co.
         RefreshUnavailable: 5xx, 408, 429, or a 2xx that is not a token.
     """
-    payload = _json_object(body)
-    error = payload.get("error") if payload else None
+    payload = _json_object(body) or {}
+    error = payload.get("error")
     if status >= 500 or status in _TRANSIENT_STATUSES:
         raise RefreshUnavailable(f"the token endpoint answered {status}; retrying later")
     if status >= 400 or error in _PERMANENT_ERRORS:
@@ -177,7 +177,7 @@ def parse_oauth2_response(
             f"the token endpoint refused the refresh ({code}, HTTP {status}); the "
             "connection needs new credentials: PATCH them to /connections/<connection_id>"
         )
-    token = payload.get("access_token") if payload else None
+    token = payload.get("access_token")
     if not isinstance(token, str) or not token:
         raise RefreshUnavailable(
             f"the token endpoint answered {status} without an access_token; retrying later"
@@ -260,8 +260,8 @@ def parse_installation_response(
             f"{credentials.get('installation_id')!r} of app {credentials.get('app_id')!r} "
             f"(HTTP {status}); check the app id and key, and that the app is still installed"
         )
-    payload = _json_object(body)
-    token = payload.get("token") if payload else None
+    payload = _json_object(body) or {}
+    token = payload.get("token")
     if not isinstance(token, str) or not token:
         raise RefreshUnavailable(f"GitHub answered {status} without a token; retrying later")
     renewed = dict(credentials)

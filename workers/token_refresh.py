@@ -1,0 +1,233 @@
+"""Keep a connection's token fresh during an execution: the I/O around ``workers.tokens``.
+
+A ``TokenKeeper`` is handed to the external-API client. Before a request it renews a token
+that expires within ``HOOKSYNC_TOKEN_REFRESH_MARGIN_SECONDS``; after a 401 it renews once.
+
+Renewing happens under the connection's lock, in this order, so that two workers never
+refresh the same token twice (providers that rotate refresh tokens invalidate the old one,
+so a second refresh with it would fail — and mark a healthy connection failed):
+
+1. take the connection's lock;
+2. re-read the stored credentials: if another worker renewed them meanwhile (the stored
+   access token is not the one this worker found stale) and they are fresh, use them;
+3. else call the token endpoint, store the new credentials encrypted, release the lock.
+
+A refusal for good (``invalid_grant``, 400/401) marks the connection ``refresh_failed``
+(its polls stop, ``workers.schedules``) and fails the run with that ``error_type``, which
+is what the failure notification carries. A transient failure raises ``RefreshUnavailable``
+and the run is retried by the usual path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import redis
+import requests
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from cache.context import AppContext
+from cache.credentials import decrypt_credentials, encrypt_credentials
+from cache.db import session_scope
+from cache.lock import connection_lock
+from cache.models import Connection, ConnectionState, utcnow
+from workers.external import redact, secret_values
+from workers.tokens import (
+    RefreshRejected,
+    RefreshUnavailable,
+    can_refresh,
+    is_refresh_due,
+    parse_refresh_response,
+    refresh_request,
+)
+
+__all__ = ["TokenKeeper", "mark_refresh_failed", "token_keeper"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one token-endpoint call may take (connect and read); it runs under the lock.
+TOKEN_TIMEOUT_SECONDS = 15.0
+
+
+class TokenKeeper:
+    """The current credentials of one connection, renewed when due or refused.
+
+    Args:
+        sessions: For reading and storing the connection's credentials.
+        redis_client: For the connection's lock.
+        encryption_key: ``HOOKSYNC_ENCRYPTION_KEY``.
+        connection_pk: The connection.
+        credentials: Its decrypted credentials as the execution started with them.
+        margin_seconds: Renew a token expiring within this many seconds.
+        api_base: The provider's ``base_url`` (GitHub App tokens are minted there).
+        http: The session token requests go through (tests may pass one).
+        clock: Returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        redis_client: redis.Redis,
+        encryption_key: str,
+        connection_pk: int,
+        credentials: Mapping[str, Any],
+        margin_seconds: float,
+        api_base: str | None = None,
+        http: requests.Session | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._sessions = sessions
+        self._redis = redis_client
+        self._key = encryption_key
+        self.connection_pk = connection_pk
+        self._credentials = dict(credentials)
+        self.margin_seconds = margin_seconds
+        self.api_base = api_base
+        self._http = http
+        self._clock = clock
+        #: Token requests this keeper sent (tests and logs).
+        self.refreshes = 0
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        """The credentials as last known, without renewing them."""
+        return dict(self._credentials)
+
+    @property
+    def can_refresh(self) -> bool:
+        return can_refresh(self._credentials)
+
+    def fresh(self) -> dict[str, Any]:
+        """The credentials, renewed first if their token expires within the margin.
+
+        Raises:
+            RefreshRejected: The provider refused for good (the connection is now marked).
+            RefreshUnavailable: The token endpoint could not be reached or was overloaded.
+        """
+        if is_refresh_due(self._credentials, self._clock(), self.margin_seconds):
+            self._renew(stale_token=self._credentials.get("access_token"))
+        return dict(self._credentials)
+
+    def after_unauthorized(self, used_token: str | None) -> dict[str, Any] | None:
+        """Renew once after the API answered 401 to ``used_token``.
+
+        Returns:
+            The new credentials, or None when these credentials cannot be refreshed (the
+            401 then stands).
+        """
+        if not self.can_refresh:
+            return None
+        self._renew(stale_token=used_token)
+        return dict(self._credentials)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _renew(self, *, stale_token: Any) -> None:
+        with connection_lock(self._redis, self.connection_pk):
+            stored = self._load()
+            now = self._clock()
+            if stored.get("access_token") != stale_token and not is_refresh_due(
+                stored, now, self.margin_seconds
+            ):
+                # Another worker renewed it while this one waited for the lock. Its refresh
+                # token may have rotated, so ours is spent: use what it stored.
+                logger.info(
+                    "connection %s: token already renewed by another worker", self.connection_pk
+                )
+                self._credentials = stored
+                return
+            renewed = self._request(stored, now)
+            self._store(renewed)
+            self._credentials = renewed
+        logger.info("connection %s: token renewed", self.connection_pk)
+
+    def _request(self, stored: dict[str, Any], now: datetime) -> dict[str, Any]:
+        request = refresh_request(stored, now, self.api_base)
+        self.refreshes += 1
+        secrets = secret_values(stored) + [str(stored.get("client_secret") or "")]
+        # Refreshes are rare (once an hour per connection at most): a session of their own
+        # keeps no connection open between them.
+        http = self._http or requests.Session()
+        try:
+            response = http.post(
+                request.url,
+                data=request.data or None,
+                headers=request.headers,
+                timeout=TOKEN_TIMEOUT_SECONDS,
+                allow_redirects=False,
+            )
+        except requests.RequestException as error:
+            raise RefreshUnavailable(
+                f"the token endpoint could not be reached ({type(error).__name__}: "
+                f"{redact(str(error), [s for s in secrets if s])[:200]}); retrying later"
+            ) from None
+        finally:
+            if self._http is None:
+                http.close()
+        try:
+            return parse_refresh_response(stored, response.status_code, response.text, now)
+        except RefreshRejected as error:
+            mark_refresh_failed(self._sessions, self.connection_pk, str(error))
+            logger.warning("connection %s: %s", self.connection_pk, error)
+            raise
+
+    def _load(self) -> dict[str, Any]:
+        with session_scope(self._sessions) as session:
+            row = session.execute(
+                select(Connection.credentials_encrypted, Connection.state).where(
+                    Connection.id == self.connection_pk
+                )
+            ).first()
+        if row is None:
+            raise RefreshRejected(f"connection {self.connection_pk} was deleted during the run")
+        if row.state == ConnectionState.REFRESH_FAILED.value:
+            # Another worker's refresh was refused: its refresh token is no better than ours.
+            raise RefreshRejected(
+                "the connection's token refresh was refused earlier; it needs new "
+                "credentials: PATCH them to /connections/<connection_id>"
+            )
+        return decrypt_credentials(self._key, row.credentials_encrypted)
+
+    def _store(self, credentials: Mapping[str, Any]) -> None:
+        with session_scope(self._sessions) as session:
+            session.execute(
+                update(Connection)
+                .where(Connection.id == self.connection_pk)
+                .values(credentials_encrypted=encrypt_credentials(self._key, credentials))
+                .execution_options(synchronize_session=False)
+            )
+
+
+def token_keeper(
+    ctx: AppContext, connection_pk: int, credentials: Mapping[str, Any], api_base: str | None
+) -> TokenKeeper | None:
+    """The keeper of an execution's credentials; None for credentials that never expire
+    (API keys, OAuth2 tokens without a refresh token)."""
+    if not can_refresh(credentials):
+        return None
+    return TokenKeeper(
+        sessions=ctx.sessions,
+        redis_client=ctx.redis,
+        encryption_key=ctx.settings.encryption_key,
+        connection_pk=connection_pk,
+        credentials=credentials,
+        margin_seconds=ctx.settings.token_refresh_margin_seconds,
+        api_base=api_base,
+    )
+
+
+def mark_refresh_failed(sessions: sessionmaker[Session], connection_pk: int, message: str) -> None:
+    """Mark the connection ``refresh_failed`` with why; its polls stop until new
+    credentials are given (``ingress.connections``)."""
+    with session_scope(sessions) as session:
+        session.execute(
+            update(Connection)
+            .where(Connection.id == connection_pk)
+            .values(state=ConnectionState.REFRESH_FAILED.value, state_error=message[:2000])
+            .execution_options(synchronize_session=False)
+        )
