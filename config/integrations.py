@@ -83,19 +83,44 @@ class SyncConfig:
 
 @dataclass(frozen=True)
 class FieldRef:
-    """Where a value sits in an incoming webhook: a header, or a dotted path in the JSON body."""
+    """Where a value sits in an incoming webhook: a header, or a dotted path in the JSON body.
+
+    ``fallback_paths`` are body paths tried in order when ``path`` holds nothing (Slack's
+    event type is ``event.type`` in Events API callbacks and ``type`` in interactivity
+    payloads); YAML writes them as a list, ``{path: [event.type, type]}``.
+    """
 
     header: str | None = None
     path: str | None = None
+    fallback_paths: tuple[str, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every body path to try, in order (empty for a header)."""
+        return (self.path, *self.fallback_paths) if self.path is not None else ()
 
 
 @dataclass(frozen=True)
 class ConnectionRoute:
-    """How a webhook finds its connection: the body value at ``path`` is compared with
-    ``match``, either ``connection_id`` or ``metadata.<dotted key>`` of each connection."""
+    """How a webhook finds its connection: the body value at ``path`` (or the request
+    header ``header``, e.g. Shopify's ``X-Shopify-Shop-Domain``) is compared with ``match``,
+    either ``connection_id`` or ``metadata.<dotted key>`` of each connection."""
 
-    path: str
+    path: str | None = None
     match: str = "connection_id"
+    header: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.header is None):
+            raise ValueError(
+                f"a connection route reads exactly one of path or header, got "
+                f"path={self.path!r} header={self.header!r}"
+            )
+
+    @property
+    def source(self) -> str:
+        """Where the value is read, as messages name it: ``header 'X'`` or ``body path 'p'``."""
+        return f"header {self.header!r}" if self.header else f"body path {self.path!r}"
 
 
 @dataclass(frozen=True)

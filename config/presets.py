@@ -11,9 +11,13 @@ Conventions:
 * ``connection.match`` is ``connection_id`` or ``metadata.<key>``; presets match against
   connection metadata under the same name the provider uses, like Nango's connection
   config (e.g. HubSpot's ``portalId`` is compared with ``metadata.portalId``).
-* Shopify names the shop only in the ``X-Shopify-Shop-Domain`` header, which a body path
-  cannot reach. Its preset reads ``shop_domain`` from the body (present in the shop and
-  GDPR topics); set ``connection`` yourself if your topics need another key.
+* ``connection`` reads a body ``path`` or a request ``header``: Shopify names the shop
+  only in the ``X-Shopify-Shop-Domain`` header (most topics' bodies do not carry it).
+* An event type ``path`` may be a list tried in order: Slack's Events API callbacks carry
+  the type in ``event.type``, its interactivity and other payloads only in ``type``.
+* Standard Webhooks defines the envelope (``type``, ``timestamp``, ``data``) but no tenant
+  field; the preset routes by ``data.account_id`` against ``metadata.account_id``, the
+  usual shape of a multi-tenant sender. Override ``connection`` for another key.
 """
 
 from __future__ import annotations
@@ -116,7 +120,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "timestamp_header": "X-Slack-Request-Timestamp",
                 "tolerance_seconds": 300,
             },
-            "event_type": {"path": "event.type"},
+            # Events API callbacks: event.type; interactivity, app_rate_limited: type.
+            "event_type": {"path": ["event.type", "type"]},
+            # A retry (X-Slack-Retry-Num) repeats the event_id, so it dedupes as a duplicate.
             "delivery_id": {"path": "event_id"},
             "connection": {"path": "team_id", "match": "metadata.team_id"},
         },
@@ -131,7 +137,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             },
             "event_type": {"header": "X-Shopify-Topic"},
             "delivery_id": {"header": "X-Shopify-Webhook-Id"},
-            "connection": {"path": "shop_domain", "match": "metadata.shop_domain"},
+            "connection": {"header": "X-Shopify-Shop-Domain", "match": "metadata.shop_domain"},
         },
     },
     "hubspot": {
@@ -156,7 +162,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "base_url": "https://api.linear.app",
         "auth": {"type": "bearer"},
         "webhook": {
-            "signature": {"scheme": "linear", "header": "Linear-Signature", "encoding": "hex"},
+            "signature": {
+                "scheme": "linear",
+                "header": "Linear-Signature",
+                "encoding": "hex",
+                # Linear asks receivers to refuse a webhookTimestamp more than a minute off.
+                "tolerance_seconds": 60,
+            },
             "event_type": {"path": "type"},
             "delivery_id": {"header": "Linear-Delivery"},
             "connection": {"path": "organizationId", "match": "metadata.organizationId"},
@@ -174,6 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             },
             "event_type": {"path": "type"},
             "delivery_id": {"header": "webhook-id"},
+            "connection": {"path": "data.account_id", "match": "metadata.account_id"},
         },
     },
 }

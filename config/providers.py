@@ -158,6 +158,10 @@ def _merge_webhook(base: dict[str, Any], explicit: Mapping[Any, Any]) -> dict[An
             continue
         old = merged.get(key)
         mergeable = key in ("signature", "connection") and isinstance(old, dict)
+        if key == "connection" and isinstance(value, dict) and isinstance(old, dict):
+            # A route reads one source: naming a path drops the preset's header, and back.
+            if "path" in value or "header" in value:
+                old = {k: v for k, v in old.items() if k not in ("path", "header")}
         if key == "signature" and isinstance(value, dict) and isinstance(old, dict):
             mergeable = value.get("scheme", old.get("scheme")) == old.get("scheme")
         if mergeable and isinstance(value, dict) and isinstance(old, dict):
@@ -404,6 +408,8 @@ def _field_ref(
         report.error("invalid_value", path, f"expected exactly one of {shape}, got {raw!r}")
         return None
     ((kind, value),) = given.items()
+    if kind == "path" and isinstance(value, list) and header_allowed:
+        return _fallback_paths(value, f"{path}.path", report)
     if not report.expect(value, str, f"{path}.{kind}", "a string") or not value:
         return None
     if kind == "path" and value != BATCH_ROOT and not _is_dotted_path(value):
@@ -416,24 +422,56 @@ def _field_ref(
     return FieldRef(header=value) if kind == "header" else FieldRef(path=value)
 
 
+def _fallback_paths(value: list[Any], path: str, report: ProblemReport) -> FieldRef | None:
+    """``path: [event.type, type]``: body paths tried in order, the first holding a value wins."""
+    paths: list[str] = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not _is_dotted_path(item):
+            report.error(
+                "invalid_value",
+                f"{path}[{index}]",
+                f"expected a dotted path such as 'event.type', got {item!r}",
+            )
+            return None
+        paths.append(item)
+    if not paths:
+        report.error("invalid_value", path, "expected at least one dotted path, got []")
+        return None
+    return FieldRef(path=paths[0], fallback_paths=tuple(paths[1:]))
+
+
 def _connection(raw: object, path: str, report: ProblemReport) -> ConnectionRoute | None:
-    if raw is None or not report.expect(raw, dict, path, "{path: ..., match: ...}"):
+    shape = "{path: ..., match: ...} or {header: ..., match: ...}"
+    if raw is None or not report.expect(raw, dict, path, shape):
         return None
     body = cast(dict[Any, Any], raw)
-    report.unknown_keys(body, frozenset({"path", "match"}), path)
-    route, match = body.get("path"), body.get("match", "connection_id")
-    if route is None:
+    report.unknown_keys(body, frozenset({"path", "header", "match"}), path)
+    route, header = body.get("path"), body.get("header")
+    match = body.get("match", "connection_id")
+    if route is None and header is None:
         report.error(
             "missing_field",
             f"{path}.path",
-            "connection routing needs 'path', the body value that identifies the connection",
+            "connection routing needs 'path', the body value that identifies the connection "
+            "(or 'header', a request header that does)",
         )
         return None
-    if not report.expect(route, str, f"{path}.path", "a dotted path") or not report.expect(
-        match, str, f"{path}.match", "'connection_id' or 'metadata.<key>'"
-    ):
+    if route is not None and header is not None:
+        report.error(
+            "invalid_value",
+            path,
+            f"connection routing reads one value: give 'path' ({route!r}) or 'header' "
+            f"({header!r}), not both",
+        )
         return None
-    if not _is_dotted_path(route):
+    if not report.expect(match, str, f"{path}.match", "'connection_id' or 'metadata.<key>'"):
+        return None
+    if header is not None:
+        if not report.expect(header, str, f"{path}.header", "a header name") or not header:
+            return None
+    elif not report.expect(route, str, f"{path}.path", "a dotted path"):
+        return None
+    elif not _is_dotted_path(cast(str, route)):
         report.error("invalid_value", f"{path}.path", f"expected a dotted path, got {route!r}")
         return None
     if match != "connection_id" and not (
@@ -445,6 +483,8 @@ def _connection(raw: object, path: str, report: ProblemReport) -> ConnectionRout
             f"expected 'connection_id' or 'metadata.<key>', got {match!r}",
         )
         return None
+    if header is not None:
+        return ConnectionRoute(header=header, match=match)
     return ConnectionRoute(path=route, match=match)
 
 

@@ -18,6 +18,9 @@ Rules worth knowing:
   separately.
 * Connection values and metadata values are compared as strings (``12345`` equals
   ``"12345"``); a metadata value that is an array matches when any element matches.
+* A connection route reads a body path or a request header (Shopify names the shop only
+  in ``X-Shopify-Shop-Domain``); an event type or delivery id path may list fallbacks,
+  tried in order (Slack: ``event.type``, then ``type``).
 * With no ``webhook.connection`` route configured, an event goes to the integration's only
   connection when it has exactly one, and to none otherwise (there would be no way to tell
   them apart).
@@ -168,7 +171,7 @@ def parse_body(raw: bytes, content_type: str | None = None) -> Any:
 def routing_headers(webhook: WebhookConfig) -> frozenset[str]:
     """The header names (lower-cased) routing and signature checks read for a provider:
     kept verbatim when the stored headers are redacted (``workers.payloads``)."""
-    refs = (webhook.event_type, webhook.delivery_id)
+    refs = (webhook.event_type, webhook.delivery_id, webhook.connection)
     names = {ref.header for ref in refs if ref is not None and ref.header is not None}
     # Every scheme's signature header is a MAC of the body (never the secret itself).
     names.update(
@@ -255,11 +258,13 @@ def delivery_id(
 def connection_key(
     webhook: WebhookConfig, headers: Mapping[str, str], event: Any, body: Any = None
 ) -> str | None:
-    """The value at ``webhook.connection.path`` as a string; None when absent or unset."""
+    """The value the connection route reads (body path or header) as a string; None when
+    absent or no route is configured."""
     route = webhook.connection
     if route is None:
         return None
-    return _text(_field(FieldRef(path=route.path), headers, event, body)[0])
+    ref = FieldRef(header=route.header, path=route.path)
+    return _text(_field(ref, headers, event, body)[0])
 
 
 def match_connection(
@@ -379,7 +384,11 @@ def _problem(
         elif ref.header:
             reason = f"header {ref.header!r} is missing"
         else:
-            reason = f"body path {ref.path!r} holds no event type"
+            if len(ref.paths) == 1:
+                reason = f"body path {ref.path!r} holds no event type"
+            else:
+                tried = ", ".join(repr(path) for path in ref.paths)
+                reason = f"none of the body paths {tried} holds an event type"
         return f"no event type: {reason}", True
     if not syncs:
         return f"no sync of {integration.key!r} subscribes to event type {kind!r}", False
@@ -393,6 +402,8 @@ def _problem(
                 False,
             )
         if key is None:
+            if route.header:
+                return f"no connection: header {route.header!r} is missing", False
             return f"no connection: body path {route.path!r} holds no value", False
         return f"no connection has {route.match} == {key!r}", False
     return None, False
@@ -406,15 +417,16 @@ def _field(
         return None, False
     if ref.header is not None:
         return header_value(headers, ref.header), False
-    if ref.path is None:
-        return None, False
-    value = _lookup(event, ref.path)
-    if value is not _MISSING:
-        return value, True
-    if body is not None and body is not event:
-        value = _lookup(body, ref.path)
-        if value is not _MISSING:
-            return value, False
+    # Fallback paths are tried only once the earlier ones hold nothing, in the event and
+    # then the envelope: a batch event's own ``type`` wins over the envelope's.
+    for path in ref.paths:
+        value = _lookup(event, path)
+        if value is not _MISSING and value is not None:
+            return value, True
+        if body is not None and body is not event:
+            value = _lookup(body, path)
+            if value is not _MISSING and value is not None:
+                return value, False
     return None, False
 
 

@@ -732,3 +732,17 @@ def test_the_matrix_depends_on_the_comparison(
     sign = SIGNERS[variant][1]
     signed = sign("an-attacker-guess", NOW)
     check(variant, replace(signed, body=signed.body + b" "), [NEW_SECRET])
+
+
+def test_linear_preset_refuses_a_webhook_timestamp_over_a_minute_old() -> None:
+    # Linear's guidance: reject a webhookTimestamp more than a minute from now. The preset
+    # says so; the matrix above runs with the generic 300 s default.
+    config = PRESETS["linear"]["webhook"]["signature"]
+    assert config["tolerance_seconds"] == 60
+    options = {k: v for k, v in config.items() if k not in ("scheme", "header", "encoding")}
+    check("linear", replace(_linear(NEW_SECRET, NOW - 59), config=options), [NEW_SECRET])
+    for offset in (-61, 61):
+        signed = replace(_linear(NEW_SECRET, NOW + offset), config=options)
+        error = refused("linear", signed, [NEW_SECRET])
+        assert error.code == "stale_timestamp" and error.field == "webhookTimestamp"
+        assert "outside the 60 s tolerance" in str(error)

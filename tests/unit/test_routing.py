@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -18,6 +20,7 @@ from config.integrations import (
     SyncConfig,
     WebhookConfig,
 )
+from config.providers import parse_providers
 from workers.routing import (
     connection_key,
     delivery_id,
@@ -28,6 +31,7 @@ from workers.routing import (
     matching_syncs,
     parse_body,
     plan_event,
+    routing_headers,
     split_batch,
 )
 
@@ -329,3 +333,105 @@ def test_plan_never_raises_on_any_json(value: object) -> None:
     config = integration(HUBSPOT, sync("contacts", "*"))
     plan = plan_event(config, {}, json.dumps(value).encode(), [("h1", {"portalId": 1})])
     assert plan.rejection is not None or all(r.delivery_id for r in plan.routes)
+
+
+# --- presets: the routing each provider's preset sets up --------------------------------
+
+
+class _Problems:
+    """A ``ProblemReport`` that fails the test on the first problem."""
+
+    def error(self, code: str, path: str, message: str) -> None:
+        raise AssertionError(f"{path}: {message}")
+
+    warn = error
+
+    def expect(
+        self, value: object, kinds: type | tuple[type, ...], path: str, expected: str
+    ) -> bool:
+        assert isinstance(value, kinds), f"{path}: expected {expected}, got {value!r}"
+        return True
+
+    def unknown_keys(self, raw: Mapping[Any, Any], known: frozenset[str], path: str) -> None:
+        assert set(raw) <= known, f"{path}: unknown keys {set(raw) - known}"
+
+
+def preset(name: str, **explicit: Any) -> WebhookConfig:
+    entry = {"preset": name, "webhook_secret": "s", **explicit}
+    providers = parse_providers({"acme": entry}, {"acme"}, {}, _Problems())
+    return providers["acme"].webhook
+
+
+def test_shopify_routes_by_the_shop_domain_header() -> None:
+    webhook = preset("shopify")
+    assert webhook.connection == ConnectionRoute(
+        header="X-Shopify-Shop-Domain", match="metadata.shop_domain"
+    )
+    assert "x-shopify-shop-domain" in routing_headers(webhook)
+    config = integration(webhook, sync("orders", "orders/create"))
+    shops = [
+        ("s1", {"shop_domain": "one.myshopify.com"}),
+        ("s2", {"shop_domain": "two.myshopify.com"}),
+    ]
+    headers = {
+        "x-shopify-topic": "orders/create",
+        "x-shopify-shop-domain": "two.myshopify.com",
+        "x-shopify-webhook-id": "b54557e4-bdd9-4b37-8a5f-bf7d70bcd043",
+    }
+    # An orders/create body names no shop: only the header can route it.
+    (route,) = plan_event(config, headers, b'{"id": 820982911946154508}', shops).routes
+    assert route.connection_ids == ("s2",) and route.connection_key == "two.myshopify.com"
+    del headers["x-shopify-shop-domain"]
+    (route,) = plan_event(config, headers, b'{"id": 820982911946154508}', shops).routes
+    assert route.connection_ids == ()
+    assert route.problem == "no connection: header 'X-Shopify-Shop-Domain' is missing"
+
+
+def test_a_path_written_in_the_file_replaces_the_presets_header() -> None:
+    webhook = preset("shopify", webhook={"connection": {"path": "shop_domain"}})
+    assert webhook.connection == ConnectionRoute(path="shop_domain", match="metadata.shop_domain")
+
+
+def test_a_connection_route_reads_exactly_one_source() -> None:
+    with pytest.raises(ValueError, match="exactly one of path or header"):
+        ConnectionRoute(path="a", header="X-A")
+    with pytest.raises(ValueError, match="exactly one of path or header"):
+        ConnectionRoute()
+
+
+def test_slack_event_type_falls_back_from_event_type_to_type() -> None:
+    webhook = preset("slack")
+    callback = {"type": "event_callback", "event_id": "Ev1", "event": {"type": "app_mention"}}
+    interactive = {"type": "block_actions", "team": {"id": "T1"}}
+    assert event_type(webhook, {}, callback) == "app_mention"
+    assert event_type(webhook, {}, interactive) == "block_actions"
+    # A null event.type is nothing, so the fallback applies.
+    assert event_type(webhook, {}, {"type": "outer", "event": {"type": None}}) == "outer"
+
+
+def test_slack_names_every_path_it_tried_when_none_holds_a_type() -> None:
+    config = integration(preset("slack"), sync("messages", "message"))
+    (route,) = plan_event(config, {}, b'{"team_id": "T1"}', [("c1", {"team_id": "T1"})]).routes
+    assert route.rejected
+    assert "none of the body paths 'event.type', 'type' holds an event type" in str(route.problem)
+
+
+def test_slack_retries_keep_the_event_id_as_delivery_id() -> None:
+    webhook = preset("slack")
+    body = {"type": "event_callback", "event_id": "Ev08", "team_id": "T1", "event": {"type": "x"}}
+    raw = json.dumps(body).encode()
+    retry = {"x-slack-retry-num": "1", "x-slack-retry-reason": "http_timeout"}
+    assert delivery_id(webhook, {}, raw, body) == delivery_id(webhook, retry, raw, body) == "Ev08"
+
+
+def test_standard_webhooks_routes_by_the_account_in_data() -> None:
+    webhook = preset("standard-webhooks")
+    config = integration(webhook, sync("invoices", "invoice.paid"))
+    accounts = [("a1", {"account_id": "acc_1"}), ("a2", {"account_id": "acc_2"})]
+    raw = json.dumps({"type": "invoice.paid", "data": {"account_id": "acc_2"}}).encode()
+    (route,) = plan_event(config, {"webhook-id": "msg_1"}, raw, accounts).routes
+    assert route.connection_ids == ("a2",) and route.delivery_id == "msg_1"
+
+
+def test_linear_preset_checks_webhook_timestamp_within_a_minute() -> None:
+    assert preset("linear").signature.tolerance_seconds == 60
