@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -169,7 +170,7 @@ def _bad(name: str, value: str, problem: str) -> BadInputError:
 def _is_rsa_pem(text: str) -> bool:
     try:
         key = load_pem_private_key(text.encode(), password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return isinstance(key, RSAPrivateKey)
 
@@ -180,15 +181,20 @@ def parse_expires_at(value: str) -> datetime:
     Raises:
         ValueError: not an ISO 8601 date-time.
     """
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # Year 1 or 9999 pushed past the calendar by its offset.
+        raise ValueError(f"{value!r} is out of range") from None
 
 
 def format_expires_at(value: datetime) -> str:
     """How ``expires_at`` is stored: UTC, seconds precision, ``Z`` (Nango's shape)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y drops the leading zeros of a year below 1000.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def encrypt_credentials(key: str, creds: Mapping[str, Any]) -> str:

@@ -2,6 +2,9 @@
 
 A connection is one account of one integration: its credentials (imported, stored
 encrypted, never returned) and its metadata (used by webhook routing and by scripts).
+Its ``state`` turns ``refresh_failed`` when its token refresh was refused for good
+(``workers.token_refresh``); ``PATCH /connections/<id>`` with new credentials makes it
+``active`` again and its polls due at once.
 Creating one creates its schedules in the same transaction and then nudges the scheduler
 so ``auto_start`` syncs run at once. Every route is served under ``/connections`` and,
 for the official Nango clients, under ``/connection`` too.
@@ -26,7 +29,7 @@ from cache.credentials import (
     validate_credentials,
 )
 from cache.db import read_scope, session_scope
-from cache.models import Connection, utcnow
+from cache.models import Connection, ConnectionState, utcnow
 from cache.timestamps import api_optional_time
 from config.errors import BadInputError
 from ingress.auth import current_context, require_api_key
@@ -40,7 +43,7 @@ from ingress.params import (
     unknown_connection,
 )
 from workers.enqueue import enqueue_after_commit
-from workers.schedules import create_schedules
+from workers.schedules import create_schedules, resume_polls
 
 __all__ = ["bp", "connection_to_json"]
 
@@ -136,6 +139,44 @@ def get_connection(connection_id: str) -> Response:
     return jsonify(payload)
 
 
+@bp.patch("/connections/<connection_id:connection_id>")
+@bp.patch("/connection/<connection_id:connection_id>")
+@require_api_key
+def update_credentials(connection_id: str) -> Response:
+    """Replace a connection's credentials (say after ``refresh_failed``): 200, 400, 404.
+
+    A connection whose refresh was refused becomes ``active`` again and its started
+    schedules are due at once; its records were kept all along.
+    """
+    ctx = current_context()
+    body = json_body()
+    key = provider_config_key(ctx, body.get("provider_config_key"))
+    credentials = validate_credentials(body.get("credentials"))
+    now = utcnow()
+    with session_scope(ctx.sessions) as session:
+        # FOR UPDATE: a worker's refresh storing a token must not land after these.
+        row = session.scalars(
+            select(Connection)
+            .where(Connection.provider_config_key == key, Connection.connection_id == connection_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise unknown_connection(key, connection_id)
+        resumed = row.state != ConnectionState.ACTIVE.value
+        row.credentials_encrypted = encrypt_credentials(ctx.settings.encryption_key, credentials)
+        row.state = ConnectionState.ACTIVE.value
+        row.state_error = None
+        row.updated_at = now
+        if resumed:
+            resume_polls(session, row.id, now)
+        payload = connection_to_json(row)
+        payload["credentials"] = credentials_summary(credentials)
+    if resumed:
+        enqueue_after_commit(ctx, tick=True)
+    log.info("connection %r of %r: credentials replaced", connection_id, key)
+    return jsonify(payload)
+
+
 @bp.delete("/connections/<connection_id:connection_id>")
 @bp.delete("/connection/<connection_id:connection_id>")
 @require_api_key
@@ -175,6 +216,8 @@ def connection_to_json(row: Connection) -> dict[str, Any]:
         "created_at": api_optional_time(row.created_at),
         "updated_at": api_optional_time(row.updated_at),
         "metadata": row.metadata_json or {},
+        "state": row.state or ConnectionState.ACTIVE.value,
+        "state_error": row.state_error,
     }
 
 

@@ -305,6 +305,16 @@ def _paths() -> dict[str, Schema]:
                 parameters=[connection_id, KEY_QUERY],
                 errors=(400, 404, 405),
             ),
+            "patch": operation(
+                "connections",
+                "updateConnectionCredentials",
+                "Replace a connection's credentials; a `refresh_failed` connection becomes "
+                "`active` and its polls resume.",
+                {"200": json_response(ref("Connection"))},
+                parameters=[connection_id],
+                body=json_body(ref("CredentialsUpdate")),
+                errors=(400, 404, 405),
+            ),
             "delete": operation(
                 "connections",
                 "deleteConnection",

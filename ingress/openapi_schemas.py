@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cache.models import NotificationState, WebhookState
+from cache.models import ConnectionState, NotificationState, WebhookState
 
 __all__ = [
     "Schema",
@@ -218,7 +218,33 @@ SCHEMAS: dict[str, Schema] = {
                 "type username password",
             ),
             object_schema(
-                {"type": {"const": "OAUTH2"}, "access_token": STRING}, "type access_token"
+                {
+                    "type": {"const": "OAUTH2"},
+                    "access_token": STRING,
+                    "refresh_token": STRING,
+                    "expires_at": {**STRING, "format": "date-time"},
+                    "token_url": {
+                        **STRING,
+                        "format": "uri",
+                        "description": "The provider's OAuth2 token endpoint; with a "
+                        "`refresh_token`, hooksync refreshes the token before it expires.",
+                    },
+                    "client_id": STRING,
+                    "client_secret": STRING,
+                },
+                "type access_token",
+            ),
+            object_schema(
+                {
+                    "type": {"const": "APP"},
+                    "app_id": {"oneOf": [{"type": "integer"}, STRING]},
+                    "installation_id": {"oneOf": [{"type": "integer"}, STRING]},
+                    "private_key": {**STRING, "description": "The GitHub App's PEM private key."},
+                    "access_token": STRING,
+                    "expires_at": {**STRING, "format": "date-time"},
+                },
+                "type app_id installation_id private_key",
+                description="A GitHub App installation: its tokens are minted from the key.",
             ),
             object_schema({"type": {"const": "NONE"}}, "type"),
         ]
@@ -242,13 +268,29 @@ SCHEMAS: dict[str, Schema] = {
             "created_at": TIME,
             "updated_at": TIME,
             "metadata": {"type": "object"},
+            "state": {
+                "enum": [state.value for state in ConnectionState],
+                "description": "`refresh_failed`: its token refresh was refused; its polls "
+                "stop until new credentials are PATCHed.",
+            },
+            "state_error": {**NULLABLE_STRING, "description": "Why it is not `active`."},
             "credentials": object_schema(
-                {"type": {"enum": ["API_KEY", "BASIC", "OAUTH2", "NONE"]}},
+                {
+                    "type": {"enum": ["API_KEY", "BASIC", "OAUTH2", "APP", "NONE"]},
+                    "expires_at": {**STRING, "format": "date-time"},
+                    "app_id": STRING,
+                    "installation_id": STRING,
+                },
                 "type",
-                description="Only on `GET /connections/{connection_id}`: the type, never a secret.",
+                description="Only on `GET` and `PATCH /connections/{connection_id}`: the type "
+                "and when the token expires, never a secret.",
             ),
         },
-        "id connection_id provider_config_key metadata",
+        "id connection_id provider_config_key metadata state",
+    ),
+    "CredentialsUpdate": object_schema(
+        {"provider_config_key": NON_EMPTY, "credentials": ref("Credentials")},
+        "provider_config_key credentials",
     ),
     "MetadataUpdate": object_schema(
         {

@@ -39,6 +39,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from cache.db import rows_matched, update_where
 from cache.models import (
     Connection,
+    ConnectionState,
     RunKind,
     RunState,
     RunSyncType,
@@ -61,6 +62,7 @@ __all__ = [
     "interval_for",
     "pause",
     "poll_sync_type",
+    "resume_polls",
     "set_frequency",
     "start",
     "trigger",
@@ -173,7 +175,8 @@ def claim_due(
     Due means ``STARTED``, ``next_run_at <= now`` and no active run; the query walks the
     ``ix_schedules_due`` index. On Postgres, rows another beat is claiming are skipped
     (``SKIP LOCKED``) rather than waited for. Schedules whose sync is no longer configured
-    are pushed back by ``ORPHAN_RECHECK_SECONDS``.
+    are pushed back by ``ORPHAN_RECHECK_SECONDS``; those of a ``refresh_failed`` connection
+    skip their slot (``resume_polls`` brings them back once new credentials come).
 
     A batch costs the same few statements however many schedules it claims: the locking
     SELECT, the connections' integrations, one INSERT of all the runs, one statement of all
@@ -205,19 +208,26 @@ def claim_due(
         return []
     # The integration of each connection, looked up apart: joined into the locking query,
     # Postgres hashed the whole connections table on every claim.
-    integration_of = dict(
-        session.execute(
-            select(Connection.id, Connection.provider_config_key).where(
-                _among(session, Connection.id, sorted({row.connection_pk for row in rows}))
-            )
-        ).all()
-    )
+    integration_of: dict[int, str] = {}
+    failed: set[int] = set()
+    for pk, key, state in session.execute(
+        select(Connection.id, Connection.provider_config_key, Connection.state).where(
+            _among(session, Connection.id, sorted({row.connection_pk for row in rows}))
+        )
+    ):
+        integration_of[pk] = key
+        if state == ConnectionState.REFRESH_FAILED.value:
+            failed.add(pk)
 
     claims: list[tuple[Any, SyncConfig]] = []
     for row in rows:
         sync = integrations.get_sync(integration_of.get(row.connection_pk, ""), row.sync_name)
         if sync is None:
             _defer_orphan(session, row.id, row.next_run_at, now)
+        elif row.connection_pk in failed:
+            # Its credentials were refused: polling would only fail again. The slot moves
+            # on (rather than the row staying due) so it does not hold up the due queue.
+            _skip_slot(session, row, sync, now)
         else:
             claims.append((row, sync))
     if not claims:
@@ -550,6 +560,39 @@ def _defer_orphan(session: Session, schedule_id: int, seen: datetime | None, now
         .values(next_run_at=now + timedelta(seconds=ORPHAN_RECHECK_SECONDS))
         .execution_options(synchronize_session=False)
     )
+
+
+def _skip_slot(session: Session, row: Any, sync: SyncConfig, now: datetime) -> None:
+    session.execute(
+        update(Schedule)
+        .where(
+            Schedule.id == row.id,
+            Schedule.active_run_id.is_(None),
+            Schedule.next_run_at == row.next_run_at,
+        )
+        .values(next_run_at=next_run_after(row.starts_at, interval_for(row, sync), now))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def resume_polls(session: Session, connection_pk: int, now: datetime) -> int:
+    """Make the started schedules of a connection due now (its credentials were replaced
+    after a refused refresh: the slots it skipped are caught up at the next tick).
+
+    Returns:
+        How many schedules were made due.
+    """
+    result = session.execute(
+        update(Schedule)
+        .where(
+            Schedule.connection_pk == connection_pk,
+            Schedule.state == ScheduleState.STARTED.value,
+            Schedule.active_run_id.is_(None),
+        )
+        .values(next_run_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rows_matched(result)
 
 
 def _integration(integrations: Integrations, connection: Connection) -> IntegrationConfig:

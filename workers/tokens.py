@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -65,6 +66,8 @@ JWT_LIFETIME_SECONDS = 540
 _PERMANENT_ERRORS = frozenset(
     {"invalid_grant", "invalid_client", "unauthorized_client", "unsupported_grant_type"}
 )
+#: An ``expires_in`` beyond this (ten years) is taken as "does not expire".
+_MAX_EXPIRES_IN = 10 * 365 * 24 * 3600.0
 #: Statuses of a token endpoint worth trying again later, besides 5xx.
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
@@ -111,9 +114,9 @@ def is_refresh_due(credentials: Mapping[str, Any], now: datetime, margin_seconds
         return credentials.get("type") == "APP"
     try:
         expires = parse_expires_at(str(raw))
-    except ValueError:
+        return expires - timedelta(seconds=margin_seconds) <= now
+    except (ValueError, OverflowError):
         return True  # unreadable: renewing is the safe way to learn the real expiry
-    return expires - timedelta(seconds=margin_seconds) <= now
 
 
 def refresh_request(
@@ -192,7 +195,7 @@ def parse_oauth2_response(
         seconds = float(expires_in) if expires_in is not None else None
     except (TypeError, ValueError):
         seconds = None
-    if seconds is not None and seconds > 0:
+    if seconds is not None and 0 < seconds < _MAX_EXPIRES_IN:
         renewed["expires_at"] = format_expires_at(now + timedelta(seconds=seconds))
     else:
         # No expiry given: the token lasts until the API says 401.
@@ -213,7 +216,7 @@ def github_app_jwt(private_key_pem: str, claims: Mapping[str, Any]) -> str:
     """An RS256 JWT (RFC 7519) of ``claims`` signed with the app's PEM private key."""
     try:
         key = load_pem_private_key(private_key_pem.encode(), password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         key = None
     if not isinstance(key, RSAPrivateKey):
         raise RefreshRejected(

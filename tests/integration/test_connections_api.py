@@ -63,7 +63,10 @@ def test_create_returns_201_without_credentials(client: FlaskClient, ctx: AppCon
         "created_at",
         "updated_at",
         "metadata",
+        "state",
+        "state_error",
     }
+    assert (body["state"], body["state_error"]) == ("active", None)
     assert body["connection_id"] == "acme" and body["provider_config_key"] == "tasktracker"
     assert body["provider"] == "tasktracker" and body["metadata"] == {"workspace_id": "w1"}
     assert body["created_at"] >= before.isoformat(timespec="microseconds")
