@@ -33,6 +33,7 @@ from config.integrations import (
 )
 from config.providers import parse_providers
 from config.values import read_bool, read_optional_str
+from config.yaml_tabs import normalize_tabs
 
 __all__ = ["FILENAME", "describe", "load_integrations", "load_integrations_or_raise"]
 
@@ -61,6 +62,9 @@ _IGNORED_SECTIONS = ("actions", "on-events", "post-connection-scripts")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 #: Names become file paths (``<integration>/syncs/<sync>.py``) and URL segments.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: Written in an integration key, Nango's tooling reads it as the name of the folder that
+#: holds nango.yaml (``integrations: ${PWD}:`` in ``hubspot/nango.yaml`` is ``hubspot``).
+_FOLDER_KEY = "${PWD}"
 #: What a sync without ``sync_type`` is. Nango's nango.yaml parser makes every sync ``full``
 #: unless it says ``incremental``; matching that keeps a file meaning the same in both.
 _DEFAULT_SYNC_TYPE = SyncType.FULL
@@ -120,8 +124,12 @@ def load_integrations(directory: Path, environ: Mapping[str, str]) -> Integratio
         return _finish(report)
     report.unknown_keys(data, _TOP_KEYS, "")
     models = _parse_models(data.get("models"), report)
-    syncs_by_key = _parse_integrations(data.get("integrations"), models, Path(directory), report)
-    providers = parse_providers(data.get("providers"), syncs_by_key.keys(), environ, report)
+    folder = Path(directory).resolve().name
+    raw_integrations = _expand_folder_keys(data.get("integrations"), folder, "integrations", report)
+    syncs_by_key = _parse_integrations(raw_integrations, models, Path(directory), report)
+    # `providers` is keyed by integration, so a `${PWD}` key there names the same one.
+    raw_providers = _expand_folder_keys(data.get("providers"), folder, "providers", report)
+    providers = parse_providers(raw_providers, syncs_by_key.keys(), environ, report)
     integrations: dict[str, IntegrationConfig] = {}
     for key, syncs in syncs_by_key.items():
         provider = providers.get(key, ProviderConfig(key=key))
@@ -201,7 +209,12 @@ def _read_file(path: Path, report: _Report) -> dict[Any, Any] | None:
         report.error("file_unreadable", FILENAME, f"cannot read {str(path)!r}: {error}")
         return None
     try:
-        data = yaml.safe_load(text)
+        # js-yaml, which Nango's tooling reads the file with, takes tabs where PyYAML does
+        # not (`runs: every hour<TAB>`); the rewrite keeps every value as js-yaml reads it.
+        data = yaml.safe_load(normalize_tabs(text))
+    except BadInputError as error:
+        report.error(error.code, FILENAME, f"invalid YAML at {error}")
+        return None
     except yaml.YAMLError as error:
         report.error("yaml_syntax", FILENAME, _describe_yaml_error(error))
         return None
@@ -247,6 +260,13 @@ def _parse_models(raw: object, report: _Report) -> dict[str, ModelConfig]:
 def _parse_model_body(
     body: dict[Any, Any], path: str, report: _Report
 ) -> tuple[dict[str, object], set[str], tuple[str, ...]]:
+    """One model's fields, each type kept as written.
+
+    A type is a string (``string[]``, ``number | null``, a model name), a mapping (a literal
+    object, its own ``?`` keys as written) or, as Nango's parser reads it, a list: an array
+    whose items are any of the list's entries (``[{id: string}]`` is an array of that object,
+    ``[string, number]`` of either).
+    """
     fields: dict[str, object] = {}
     optional: set[str] = set()
     extends: tuple[str, ...] = ()
@@ -257,13 +277,6 @@ def _parse_model_body(
         if field_name == "__extends":
             if report.expect(field_type, str, field_path, "a comma-separated list of models"):
                 extends = tuple(n.strip() for n in field_type.split(",") if n.strip())
-            continue
-        if isinstance(field_type, list):
-            report.error(
-                "invalid_type",
-                field_path,
-                f"expected a type such as 'string[]', got {field_type!r}",
-            )
             continue
         if field_name.endswith("?"):
             field_name = field_name[:-1]
@@ -303,6 +316,51 @@ def _resolve_model(
 
 
 # --- integrations and syncs -----------------------------------------------------------
+
+
+def _expand_folder_keys(raw: object, folder: str, section: str, report: _Report) -> object:
+    """``raw`` with ``${PWD}`` in its keys replaced by ``folder``, as Nango's tooling does.
+
+    A key that would then name an integration twice, or that the folder's name would make
+    unusable, is an error and left out.
+    """
+    if not isinstance(raw, dict) or not any(
+        isinstance(key, str) and _FOLDER_KEY in key for key in raw
+    ):
+        return raw
+    expanded: dict[Any, Any] = {}
+    for key, value in raw.items():
+        if not (isinstance(key, str) and _FOLDER_KEY in key):
+            if key in expanded:
+                report.error(
+                    "duplicate_key",
+                    f"{section}.{key}",
+                    f"{key!r} is declared twice: once as {_FOLDER_KEY!r}, which stands for "
+                    f"the name of the folder holding {FILENAME} ({folder!r}); keep one",
+                )
+                continue
+            expanded[key] = value
+            continue
+        name = key.replace(_FOLDER_KEY, folder)
+        if not _SAFE_NAME.fullmatch(name):
+            report.error(
+                "invalid_name",
+                f"{section}.{key}",
+                f"{_FOLDER_KEY!r} stands for the name of the folder holding {FILENAME}, "
+                f"which makes the integration key {name!r}; a key may only use letters, "
+                "digits, '_', '-' and '.': rename the folder or write the key",
+            )
+            continue
+        if name in expanded:
+            report.error(
+                "duplicate_key",
+                f"{section}.{key}",
+                f"{key!r} stands for {name!r} (the folder holding {FILENAME}), which is "
+                "already declared; keep one",
+            )
+            continue
+        expanded[name] = value
+    return expanded
 
 
 def _parse_integrations(
