@@ -9,6 +9,7 @@ the machine (web, worker, beat) agrees on them.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import math
 import os
@@ -67,6 +68,12 @@ class Settings:
     log_format: str = "text"
     #: ``HOOKSYNC_LOG_LEVEL``: the lowest level logged.
     log_level: str = "INFO"
+    #: ``HOOKSYNC_TRUSTED_PROXIES``: addresses or networks of the proxies directly in front
+    #: of ``web``; only requests from them have their ``X-Forwarded-*`` headers honoured.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: ``HOOKSYNC_PUBLIC_URL``: the base URL providers call (``https://hooks.example.com``),
+    #: used to rebuild the URL a URL-signing provider (HubSpot v3) signed.
+    public_url: str | None = None
 
     @property
     def webhook_signing_key(self) -> str:
@@ -124,6 +131,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_public=_parse_bool(env, "HOOKSYNC_METRICS_PUBLIC", False),
         log_format=log_format,
         log_level=log_level,
+        trusted_proxies=_parse_networks(env, "HOOKSYNC_TRUSTED_PROXIES"),
+        public_url=_parse_public_url(env, "HOOKSYNC_PUBLIC_URL"),
     )
 
 
@@ -270,6 +279,43 @@ def _parse_urls(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
             raise ConfigError(f"{name} must list http:// or https:// URLs, got {_redact(url)!r}")
     return urls
+
+
+def _parse_networks(
+    env: Mapping[str, str], name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks (``10.0.0.5, 10.1.0.0/16, ::1``)."""
+    networks = []
+    for part in (item.strip() for item in env.get(name, "").split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must list IP addresses or CIDR networks (e.g. 10.0.0.5,10.1.0.0/16), "
+                f"got {part!r}"
+            ) from None
+    return tuple(networks)
+
+
+def _parse_public_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ConfigError(
+            f"{name} must be the http:// or https:// base URL providers call "
+            f"(e.g. https://hooks.example.com), got {_redact(raw)!r}"
+        )
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise ConfigError(
+            f"{name} must be a base URL without credentials, query or fragment, got "
+            f"{_redact(raw)!r}"
+        )
+    # No trailing slash: the request path (which starts with one) is appended to it.
+    return raw.rstrip("/")
 
 
 def _parse_int(

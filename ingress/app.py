@@ -26,6 +26,7 @@ from ingress import (
     webhooks,
 )
 from ingress.errors import register_error_handlers
+from ingress.proxy import TrustedProxyFix
 
 __all__ = ["create_app"]
 
@@ -55,6 +56,12 @@ def create_app(ctx: AppContext | None = None, *, check_database: bool = True) ->
     app.config["MAX_CONTENT_LENGTH"] = max(MAX_REQUEST_BYTES, ctx.settings.max_webhook_bytes + 1)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["hooksync"] = ctx
+    if ctx.settings.trusted_proxies:
+        # X-Forwarded-* only from the listed proxies (ingress/proxy.py), so the URL a
+        # URL-signing provider called is rebuilt and a client's own headers are ignored.
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, ctx.settings.trusted_proxies
+        )
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(records.bp)

@@ -35,6 +35,7 @@ from ingress.logs import note
 from ingress.metrics import UNKNOWN_INTEGRATION, count_received
 from ingress.params import choice_param, limit_param, text_param, time_param
 from ingress.provider_signatures import SignatureError, get_scheme
+from ingress.proxy import public_request_url
 from workers import events
 from workers.app_webhooks import redact_url
 from workers.enqueue import enqueue_after_commit, enqueue_webhook
@@ -103,13 +104,15 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
             f"{signature.scheme!r} signature cannot be checked; set "
             f"providers.{provider_config_key}.webhook_secret in nango.yaml",
         )
+    # The URL the provider called and signed (HubSpot v3), not the proxy's internal one.
+    url = public_request_url(request.url, request.root_url, ctx.settings.public_url)
     try:
         get_scheme(signature.scheme).verify(
             secrets=provider.webhook_secrets,
             body=raw,
             headers=headers,
             method=request.method,
-            url=request.url,
+            url=url,
             now=time.time(),
             config=signature,
         )
@@ -131,7 +134,7 @@ def receive_webhook(provider_config_key: str, prefix: str | None = None) -> Any:
     event = build_event(
         provider_config_key,
         method=request.method,
-        url=request.url,
+        url=url,
         headers=headers.items(),
         raw=raw,
         keep=routing_headers(provider.webhook),
