@@ -24,6 +24,7 @@ __all__ = [
     "LockTimeout",
     "connection_lock",
     "connection_locks",
+    "free_connection_locks",
     "lock_name",
 ]
 
@@ -150,26 +151,10 @@ def connection_locks(
         RetriableError: Redis cannot be reached.
     """
     pks = sorted(set(connection_pks))
-    locks = [
-        redis_client.lock(lock_name(pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False)
-        for pk in pks
-    ]
     held: list[ConnectionLock] = []
     try:
-        try:
-            pipe = redis_client.pipeline(transaction=False)
-            tokens = [uuid.uuid4().hex.encode() for _ in locks]
-            for lock, token in zip(locks, tokens, strict=True):
-                pipe.set(lock.name, token, nx=True, px=int(timeout * 1000))
-            taken = pipe.execute()
-        except redis.RedisError as error:
-            raise RetriableError(f"cannot reach Redis to lock connections: {error}") from error
-        for lock, token, ok in zip(locks, tokens, taken, strict=True):
-            if ok:
-                # What redis-py's Lock.acquire records, so its release and extend work.
-                lock.local.token = token
-                held.append(ConnectionLock(lock, int(lock.name.rsplit(":", 1)[1]), timeout))
-        if len(held) < len(locks):
+        held = _take_free(redis_client, pks, timeout)
+        if len(held) < len(pks):
             for lock in held:
                 lock._release()
             held = []
@@ -181,6 +166,64 @@ def connection_locks(
     finally:
         for lock in reversed(held):
             lock._release()
+
+
+@contextmanager
+def free_connection_locks(
+    redis_client: redis.Redis,
+    connection_pks: Iterable[int],
+    *,
+    timeout: float = 30.0,
+    wait: float = 60.0,
+) -> Iterator[list[ConnectionLock]]:
+    """Hold, for the block, the locks of those connections that are free now (at least one).
+
+    For a batch that runs the work of several connections: it takes the free ones in one
+    round trip and does their work while other holders finish theirs; when none is free it
+    waits for the lowest. Whoever holds several locks here took them without waiting, so
+    holders cannot wait for each other in a cycle.
+
+    Raises:
+        LockTimeout: none was free and the lowest was not acquired within ``wait``.
+        RetriableError: Redis cannot be reached.
+    """
+    pks = sorted(set(connection_pks))
+    if not pks:
+        raise ValueError("free_connection_locks needs at least one connection")
+    held: list[ConnectionLock] = []
+    try:
+        held = _take_free(redis_client, pks, timeout) or [
+            _acquire(redis_client, pks[0], timeout=timeout, wait=wait)
+        ]
+        for lock in held:
+            lock._start_renewal(timeout / 3)
+        yield held
+    finally:
+        for lock in reversed(held):
+            lock._release()
+
+
+def _take_free(redis_client: redis.Redis, pks: list[int], timeout: float) -> list[ConnectionLock]:
+    """The locks among ``pks`` that nobody holds, taken in one round trip (not renewed yet)."""
+    locks = [
+        redis_client.lock(lock_name(pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False)
+        for pk in pks
+    ]
+    try:
+        pipe = redis_client.pipeline(transaction=False)
+        tokens = [uuid.uuid4().hex.encode() for _ in locks]
+        for lock, token in zip(locks, tokens, strict=True):
+            pipe.set(lock.name, token, nx=True, px=int(timeout * 1000))
+        taken = pipe.execute()
+    except redis.RedisError as error:
+        raise RetriableError(f"cannot reach Redis to lock connections: {error}") from error
+    held = []
+    for lock, token, pk, ok in zip(locks, tokens, pks, taken, strict=True):
+        if ok:
+            # What redis-py's Lock.acquire records, so its release and extend work.
+            lock.local.token = token
+            held.append(ConnectionLock(lock, pk, timeout))
+    return held
 
 
 def _acquire(

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cache.context import AppContext
-from cache.lock import connection_locks
+from cache.lock import free_connection_locks
+from cache.models import utcnow
 from cache.store import PendingWrite
 from config.errors import HooksyncError
 from config.integrations import Integrations
@@ -65,6 +67,12 @@ _HANDLER = "on_webhook_payload_received"
 def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
     """Execute webhook runs this worker claimed while routing them; return notification ids.
 
+    Each connection's groups run, are written and are finished while this worker holds the
+    connection's lock, so two batches of one connection never overlap (on one machine or
+    several). The batch goes in rounds: each round takes the locks that are free now and
+    does those connections' work; a connection another batch holds waits for a later round,
+    by when that batch is usually done with it.
+
     An outcome whose run is no longer this worker's claim (taken over after its lease ran
     out) is dropped when the runs are finished.
     """
@@ -84,20 +92,67 @@ def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
         more={claim.run_id: claim.attempt for claim in claims[1:]},
     )
     heartbeat.start()
-    groups: list[_Group] = []
+    pending = sorted(group_claims(claims), key=lambda group: group[0].connection_pk)
+    notification_ids: list[int] = []
     try:
-        for claims_of_group in group_claims(claims):
-            groups.append(_run_group(ctx, claims_of_group, integrations, config_error, heartbeat))
-        _write_groups(ctx, [group for group in groups if group.deferred], heartbeat)
+        while pending:
+            pending, finished = _run_round(ctx, pending, integrations, config_error, heartbeat)
+            notification_ids += finished
     except LeaseLost as error:
-        logger.warning("%s; leaving the batch's runs to their new owners", error)
-        return []
+        logger.warning("%s; leaving the batch's remaining runs to their new owners", error)
     finally:
         heartbeat.stop()
-        for group in groups:
-            group.close()
-    finished = [pair for group in groups for pair in group.outcomes()]
-    return finish_runs(ctx, finished, integrations, coalesce=True)
+    return notification_ids
+
+
+def _run_round(
+    ctx: AppContext,
+    pending: list[list[Claim]],
+    integrations: Integrations | None,
+    config_error: HooksyncError | None,
+    heartbeat: LeaseHeartbeat,
+) -> tuple[list[list[Claim]], list[int]]:
+    """Run, write and finish the groups whose connections are free now; return the groups
+    left for a later round and the notifications made."""
+    heartbeat.check()
+    with ExitStack() as stack:
+        try:
+            locks = stack.enter_context(
+                free_connection_locks(ctx.redis, {group[0].connection_pk for group in pending})
+            )
+        except Exception as error:
+            # No lock to be had (Redis down, or a connection held past the wait): nothing
+            # left of the batch ran; each run is retried (or failed) as its own execution
+            # would be.
+            problem = classify_error(error)
+            outcomes = [
+                (claim, Outcome({}, claim.sync_type, *problem))
+                for group in pending
+                for claim in group
+            ]
+            heartbeat.forget([claim.run_id for claim, _ in outcomes])
+            return [], finish_runs(ctx, outcomes, integrations, coalesce=True)
+        held = {lock.connection_pk for lock in locks}
+        groups: list[_Group] = []
+        try:
+            started = utcnow()  # the execution starts once it holds its connections
+            for claims_of_group in pending:
+                if claims_of_group[0].connection_pk in held:
+                    started_claims = [replace(c, started_at=started) for c in claims_of_group]
+                    groups.append(
+                        _run_group(ctx, started_claims, integrations, config_error, heartbeat)
+                    )
+            _write_groups(ctx, [group for group in groups if group.deferred], heartbeat)
+            finished = [pair for group in groups for pair in group.outcomes()]
+            # Finished while the locks are held, so the next batch of these connections
+            # starts after this one ended, in the database as in fact.
+            heartbeat.forget([claim.run_id for claim, _ in finished])
+            ids = finish_runs(ctx, finished, integrations, coalesce=True)
+        finally:
+            for group in groups:
+                group.close()
+    left = [group for group in pending if group[0].connection_pk not in held]
+    return left, ids
 
 
 def group_claims(claims: Sequence[Claim]) -> list[list[Claim]]:
@@ -181,7 +236,7 @@ def _run_group(
 
 
 def _write_groups(ctx: AppContext, groups: list[_Group], heartbeat: LeaseHeartbeat) -> None:
-    """Write every group's batches in one transaction, holding their connections' locks.
+    """Write every group's batches in one transaction (their connections' locks are held).
 
     Groups go in connection order (the order the model counters are locked in); each
     group's batches keep their call order. If the transaction fails, each group is written
@@ -192,8 +247,7 @@ def _write_groups(ctx: AppContext, groups: list[_Group], heartbeat: LeaseHeartbe
     groups = sorted(groups, key=lambda group: group.connection_pk)
     heartbeat.check()  # runs taken away must not write any more
     try:
-        with connection_locks(ctx.redis, [group.connection_pk for group in groups]):
-            _apply(ctx, groups)
+        _apply(ctx, groups)
         return
     except LeaseLost:
         raise
@@ -205,8 +259,7 @@ def _write_groups(ctx: AppContext, groups: list[_Group], heartbeat: LeaseHeartbe
     for group in groups:
         try:
             heartbeat.check()
-            with connection_locks(ctx.redis, [group.connection_pk]):
-                _apply(ctx, [group])
+            _apply(ctx, [group])
         except LeaseLost:
             raise
         except Exception as error:

@@ -325,6 +325,9 @@ class LeaseHeartbeat:
         self.run_id = run_id
         self.attempt = attempt
         self.runs = {run_id: attempt, **(more or {})}
+        # Held by a beat from reading ``runs`` to judging its result, so ``forget`` never
+        # lands between (a run finished meanwhile would read as taken away).
+        self._runs_lock = threading.Lock()
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else lease_seconds / 3
         # Made right after the claim's commit, so the lease began a little earlier than
@@ -360,13 +363,22 @@ class LeaseHeartbeat:
                 "its lease: it was re-queued or cancelled while this worker was running it"
             )
 
+    def forget(self, run_ids: list[int]) -> None:
+        """Stop beating these runs: they are about to be finished (or handed back)."""
+        with self._runs_lock:
+            gone = set(run_ids)
+            self.runs = {run: attempt for run, attempt in self.runs.items() if run not in gone}
+
     def beat(self) -> bool:
         """Extend the leases once; False when this worker no longer owns every run."""
         started = time.monotonic()
-        with session_scope(self._ctx.sessions) as session:
-            owned = runs.renew_leases(session, self.runs, utcnow(), self.lease_seconds)
-        if owned != len(self.runs):
-            return False
+        with self._runs_lock:
+            if not self.runs:
+                return True
+            with session_scope(self._ctx.sessions) as session:
+                owned = runs.renew_leases(session, self.runs, utcnow(), self.lease_seconds)
+            if owned != len(self.runs):
+                return False
         self._valid_until = started + self.lease_seconds * (1 - _LEASE_MARGIN)
         return True
 
@@ -777,6 +789,7 @@ def _close_run(
         error_type=outcome.error_type,
         error=outcome.error,
         now=now,
+        started_at=claim.started_at,
         strategies=outcome.strategies,
     )
     # The runs of a coalesced batch finish together: each line names its own run's ids.

@@ -418,9 +418,14 @@ class RunWrites:
         error_type: str | None,
         error: str | None,
         now: datetime,
+        started_at: datetime | None = None,
         strategies: dict[str, dict[str, str]] | None = None,
     ) -> None:
         """Success (no ``error_type``) or error: final.
+
+        ``started_at``: when the execution really began, if later than its claim (a drain's
+        run waits for its connection's lock first), so that a run's span in the table is
+        the time it held its connection.
 
         ``strategies`` (the merging strategies the script set, by model) go into the run's
         ``options`` under :data:`MERGING_STRATEGIES`, beside the trigger's: ``result`` keeps
@@ -435,6 +440,8 @@ class RunWrites:
             "error_type": error_type,
             "error": error,
         }
+        if started_at is not None:
+            values["started_at"] = started_at
         if strategies:
             values["options"] = {**(run.options or {}), MERGING_STRATEGIES: strategies}
         self._set(run, values)
