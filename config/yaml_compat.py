@@ -1,16 +1,20 @@
-"""Read tab characters in YAML the way js-yaml (Nango's YAML parser) reads them.
+"""Read a YAML text the way js-yaml (Nango's YAML parser) reads it, with PyYAML.
 
-PyYAML refuses a tab anywhere outside a quoted string or a block scalar
-(``runs: every hour<TAB>`` fails with "found character '\\t' that cannot start any token"),
-while js-yaml, which Nango's own tooling uses, takes a tab as ordinary white space between
-tokens, before a comment and inside an unquoted value. ``normalize_tabs`` rewrites the text
-before PyYAML sees it so that both parsers read the same values:
+Nango's tooling reads nango.yaml with js-yaml (YAML 1.2); PyYAML (YAML 1.1) refuses two
+things js-yaml takes, and ``rewrite_for_pyyaml`` rewrites them before PyYAML sees the text
+so that both parsers read the same values:
 
-- a tab separating tokens, ending a line or preceding a comment becomes a space;
-- an unquoted value with a tab inside it (``every<TAB>hour``) becomes the double-quoted
-  string of exactly those characters (over all its lines when it goes on over several:
-  both styles fold line breaks alike);
-- tabs inside quoted strings, block scalars (``|``, ``>``) and comments are left as they are.
+- Tabs. PyYAML refuses a tab anywhere outside a quoted string or a block scalar
+  (``runs: every hour<TAB>`` fails with "found character '\\t' that cannot start any
+  token"); js-yaml takes it as white space between tokens, before a comment and inside an
+  unquoted value. A tab that separates tokens, ends a line or precedes a comment becomes a
+  space; an unquoted value with a tab inside it (``every<TAB>hour``) becomes the
+  double-quoted string of exactly those characters (over all its lines when it goes on over
+  several: both styles fold line breaks alike). Tabs inside quoted strings, block scalars
+  (``|``, ``>``) and comments are left as they are.
+- ``?`` inside an unquoted value in a flow collection (``[{id: string, label?: string}]``,
+  Nango's optional field of an inline object): YAML 1.1 ends the value there, YAML 1.2 does
+  not; such a value is double-quoted too.
 
 What js-yaml refuses is refused here too, with the line and the offending text: a tab in the
 indentation of a line, and a tab before a nested block collection on the same line
@@ -26,7 +30,7 @@ from typing import cast
 
 from config.errors import BadInputError
 
-__all__ = ["normalize_tabs"]
+__all__ = ["rewrite_for_pyyaml"]
 
 _BLANK = " \t"
 _FLOW_INDICATORS = ",[]{}"
@@ -35,8 +39,8 @@ _FLOW_INDICATORS = ",[]{}"
 _TIMESTAMP_START = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[Tt \t]")
 
 
-def normalize_tabs(text: str) -> str:
-    """Return ``text`` with the tabs js-yaml tolerates rewritten so PyYAML reads the same values.
+def rewrite_for_pyyaml(text: str) -> str:
+    """Return ``text`` rewritten so PyYAML reads the values js-yaml reads in it.
 
     Args:
         text: The YAML document as written.
@@ -48,7 +52,7 @@ def normalize_tabs(text: str) -> str:
         BadInputError: ``yaml_syntax``, naming the line and showing it, for a tab that
             js-yaml refuses too (indentation, or before a nested block collection).
     """
-    if "\t" not in text:
+    if "\t" not in text and "?" not in text:
         return text
     scanner = _Scanner()
     breaks: list[str] = []
@@ -207,7 +211,7 @@ class _Scanner:
                 self.plain.has_tab = "\t" in body[i:end]
                 out.append(body[i:end])
             else:
-                out.append(_quoted_if_tab(body[i:end]))
+                out.append(_quoted_if_needed(body[i:end], flow=self.flow_depth > 0))
             i = end
         return "".join(out)
 
@@ -246,7 +250,7 @@ class _Scanner:
             line = self.out[index]
             text = line[start:end]
             if last == 0:
-                text = _quoted_if_tab(text)
+                text = _quoted_if_needed(text, flow=False)
             else:
                 text = _escape(text)
                 text = ('"' if position == 0 else "") + text + ('"' if position == last else "")
@@ -279,9 +283,13 @@ class _Scanner:
         return max(end, start + 1)
 
 
-def _quoted_if_tab(value: str) -> str:
-    """A one-line unquoted value, double-quoted when it holds a tab PyYAML would refuse."""
-    if "\t" not in value:
+def _quoted_if_needed(value: str, *, flow: bool) -> str:
+    """A one-line unquoted value, double-quoted when PyYAML would not read it as js-yaml does.
+
+    That is when it holds a tab, or a ``?`` inside a flow collection. Either makes it a
+    string for both parsers (no other type has such characters), so quoting keeps it.
+    """
+    if "\t" not in value and not (flow and "?" in value):
         return value
     if _TIMESTAMP_START.match(value):
         return value.replace("\t", " ")

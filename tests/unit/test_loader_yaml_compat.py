@@ -1,4 +1,4 @@
-"""``config.yaml_tabs.normalize_tabs``: PyYAML reads tabs as js-yaml (Nango's parser) does.
+"""``config.yaml_compat.rewrite_for_pyyaml``: PyYAML reads tabs and flow ``?`` as js-yaml does.
 
 Every expected value below is what js-yaml 4 (the version ``@nangohq/nango-yaml`` 0.71 uses)
 returns for the same text; the refused cases are the ones js-yaml refuses.
@@ -14,13 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.errors import BadInputError
-from config.yaml_tabs import normalize_tabs
+from config.yaml_compat import rewrite_for_pyyaml
 
 _MINUS_5H = dt.timezone(-dt.timedelta(hours=5))
 
 
 def read(text: str) -> object:
-    return yaml.safe_load(normalize_tabs(text))
+    return yaml.safe_load(rewrite_for_pyyaml(text))
 
 
 @pytest.mark.parametrize(
@@ -63,6 +63,11 @@ def read(text: str) -> object:
         ("a\tb: 1\n", {"a\tb": 1}),
         ("a: [x\ty, z]\n", {"a": ["x\ty", "z"]}),
         ("a: x #y\tz\n", {"a": "x"}),
+        # A `?` inside an unquoted value in a flow collection is part of it (YAML 1.2).
+        ("a: [{id: string, label?: string}]\n", {"a": [{"id": "string", "label?": "string"}]}),
+        ("a: [x?y, z?]\n", {"a": ["x?y", "z?"]}),
+        ("a: {? k: v}\n", {"a": {"k": "v"}}),
+        ("k?: v?\n", {"k?": "v?"}),
         # Unquoted values over several lines fold as js-yaml folds them.
         ("a: x\n  \ty\n", {"a": "x y"}),
         ("a: x\n  y\tz\n", {"a": "x y\tz"}),
@@ -104,7 +109,7 @@ def test_tabs_read_as_js_yaml_reads_them(text: str, expected: object) -> None:
 )
 def test_tabs_js_yaml_refuses_are_refused_with_the_line(text: str, line: int, what: str) -> None:
     with pytest.raises(BadInputError) as caught:
-        normalize_tabs(text)
+        rewrite_for_pyyaml(text)
     assert caught.value.code == "yaml_syntax"
     assert f"line {line}," in str(caught.value) and what in str(caught.value)
     assert repr(text.splitlines()[line - 1]) in str(caught.value)  # shows the line
@@ -125,8 +130,8 @@ def test_what_js_yaml_refuses_stays_a_yaml_error(text: str) -> None:
 
 def test_lines_are_kept_so_later_errors_point_into_the_file() -> None:
     text = "a: x\ty\r\nb: [1,\t2]\nc: |\n  \tz\n"
-    assert normalize_tabs(text).count("\n") == text.count("\n")
-    assert normalize_tabs(text).splitlines(keepends=True)[0].endswith("\r\n")
+    assert rewrite_for_pyyaml(text).count("\n") == text.count("\n")
+    assert rewrite_for_pyyaml(text).splitlines(keepends=True)[0].endswith("\r\n")
 
 
 # --- properties -------------------------------------------------------------------------
@@ -162,6 +167,6 @@ def test_values_keep_inner_blanks_and_lose_trailing_ones(
     assert read("\n".join(lines) + "\n") == {"root": entries}
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\t")))
-def test_text_without_tabs_is_returned_unchanged(text: str) -> None:
-    assert normalize_tabs(text) is text
+@given(st.text(alphabet=st.characters(blacklist_characters="\t[{")))
+def test_text_without_tabs_or_flow_collections_is_unchanged(text: str) -> None:
+    assert rewrite_for_pyyaml("?" + text) == "?" + text  # "?" makes it go through the scan
