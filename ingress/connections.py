@@ -40,6 +40,7 @@ from ingress.params import (
     provider_config_key,
     query_provider_config_key,
     require_connection,
+    text_param,
     unknown_connection,
 )
 from workers.enqueue import enqueue_after_commit
@@ -111,7 +112,9 @@ def create_connection() -> tuple[Response, int]:
 @bp.get("/connection")
 @require_api_key
 def list_connections() -> Response:
-    """``{"connections": [...]}``; filters ``provider_config_key``, ``connection_id``."""
+    """``{"connections": [...]}``; filters ``provider_config_key``, ``connection_id`` and
+    ``search`` (part of the connection id, any case: Nango's ``listConnections(id, search)``).
+    """
     ctx = current_context()
     query = select(Connection).order_by(Connection.id)
     key = request.args.get("provider_config_key") or request.args.get("providerConfigKey")
@@ -120,6 +123,10 @@ def list_connections() -> Response:
     connection_id = request.args.get("connection_id") or request.args.get("connectionId")
     if connection_id:
         query = query.where(Connection.connection_id == connection_id)
+    search = text_param("search", request.args.get("search"))
+    if search is not None:
+        # autoescape: a "%" or "_" in the search is that character, not a wildcard.
+        query = query.where(Connection.connection_id.icontains(search, autoescape=True))
     with read_scope(ctx.sessions) as session:
         rows = session.scalars(query).all()
         return jsonify({"connections": [connection_to_json(row) for row in rows]})

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from config.errors import BadInputError
 from config.integrations import IntegrationConfig, ModelConfig, SyncConfig
 from ingress.auth import current_context, require_api_key
+from ingress.params import choice_param
 from workers.app_signatures import whsec_secret
 
 __all__ = ["SIGNATURE_HEADER", "bp", "describe_integration", "scripts_config", "signing_secrets"]
@@ -28,6 +29,9 @@ bp = Blueprint("integrations", __name__)
 
 #: The header the official Nango clients verify (``verifyIncomingWebhookRequest``).
 SIGNATURE_HEADER = "X-Nango-Hmac-Sha256"
+
+#: ``GET /scripts/config?format=``: Nango's two shapes (the client sends ``nango``).
+SCRIPT_FORMATS = ("nango", "openai")
 
 
 @bp.get("/integrations")
@@ -70,8 +74,16 @@ def get_integration(key: str) -> Response:
 @bp.get("/scripts/config")
 @require_api_key
 def get_scripts_config() -> Response:
-    """Nango's ``GET /scripts/config``: a JSON array, one entry per integration."""
+    """Nango's ``GET /scripts/config``: a JSON array, one entry per integration.
+
+    ``?format=openai`` is Nango's other shape, ``{"data": [OpenAIFunction]}``: one function
+    per *action*. hooksync runs no actions (nango.yaml's are parsed and ignored), so that
+    list is empty rather than refused: an agent asking for its tools gets none, not an error.
+    """
     ctx = current_context()
+    script_format = choice_param("format", request.args.get("format"), SCRIPT_FORMATS)
+    if script_format == "openai":
+        return jsonify({"data": []})
     return jsonify(scripts_config(ctx.integrations.by_key.values(), ctx.integrations.models))
 
 

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify
 
 from cache.models import NotificationState, WebhookState
 from cache.page import FILTERS, MAX_IDS, MAX_LIMIT
+from ingress.integrations import SCRIPT_FORMATS
 from ingress.openapi_schemas import (
     HEADER_TEXT,
     ID_PATH,
@@ -293,7 +294,13 @@ def _paths() -> dict[str, Schema]:
                 parameters=[
                     KEY_QUERY,
                     query_param("connection_id", STRING, "Only this connection id."),
+                    query_param(
+                        "search",
+                        {**NON_EMPTY, "maxLength": 255},
+                        "Only connection ids containing this text, in any case.",
+                    ),
                 ],
+                errors=(400,),
             ),
         },
         "/connections/{connection_id}": {
@@ -508,8 +515,29 @@ def _paths() -> dict[str, Schema]:
             "get": operation(
                 "integrations",
                 "getScriptsConfig",
-                "Nango's scripts config: one `StandardNangoConfig` per integration.",
-                {"200": json_response(array_of("StandardNangoConfig"))},
+                "Nango's scripts config: one `StandardNangoConfig` per integration; with "
+                "`format=openai`, `{data: []}` (OpenAI functions describe actions, and "
+                "hooksync runs none).",
+                {
+                    "200": json_response(
+                        {
+                            "oneOf": [
+                                array_of("StandardNangoConfig"),
+                                object_schema(
+                                    {"data": {"type": "array", "maxItems": 0}}, required="data"
+                                ),
+                            ]
+                        }
+                    )
+                },
+                parameters=[
+                    query_param(
+                        "format",
+                        {"enum": list(SCRIPT_FORMATS), "default": "nango"},
+                        "The shape of the answer (the Node client sends `nango`).",
+                    )
+                ],
+                errors=(400,),
             )
         },
         "/healthz": {
