@@ -1,43 +1,18 @@
-// Drive hooksync with the official Nango Node client, as an app would.
-// Input (env): HOOKSYNC_URL, API_KEY, SIGNING_KEY, WEBHOOK_BODY (raw notification body),
-// WEBHOOK_HMAC (its X-Nango-Hmac-Sha256 header). Prints one JSON object.
-import { Nango } from '@nangohq/node';
+// Drive hooksync with the official Nango Node client, as an app would: one client call
+// (group) per run, named by the first argument, its arguments as JSON in the second.
+// Prints one JSON object: what the call answered, or {error: {status, data}} when the API
+// refused it. Env: HOOKSYNC_URL, API_KEY, SIGNING_KEY. tests/e2e/test_nango_clients.py
+// checks every answer against the API and the database.
+import * as connections from './connections.mjs';
+import * as records from './records.mjs';
+import * as scripts from './scripts.mjs';
+import * as syncs from './syncs.mjs';
+import * as webhooks from './webhooks.mjs';
 
-const nango = new Nango({
-  host: process.env.HOOKSYNC_URL,
-  secretKey: process.env.API_KEY,
-  webhookSigningKey: process.env.SIGNING_KEY,
-});
-
-const pages = [];
-let cursor = null;
-do {
-  const page = await nango.listRecords({
-    providerConfigKey: 'tasktracker',
-    connectionId: 'acme',
-    model: 'Task',
-    limit: 2,
-    ...(cursor ? { cursor } : {}),
-  });
-  pages.push(page.records.map((r) => ({ id: r.id, meta: r._nango_metadata })));
-  cursor = page.next_cursor;
-} while (cursor && pages.length < 50);
-
-const body = process.env.WEBHOOK_BODY;
-const verified = nango.verifyIncomingWebhookRequest(body, {
-  'X-Nango-Hmac-Sha256': process.env.WEBHOOK_HMAC,
-});
-const tampered = nango.verifyIncomingWebhookRequest(body + ' ', {
-  'X-Nango-Hmac-Sha256': process.env.WEBHOOK_HMAC,
-});
-
-let unauthorized = null;
-try {
-  await new Nango({ host: process.env.HOOKSYNC_URL, secretKey: 'wrong-key' }).listRecords({
-    providerConfigKey: 'tasktracker', connectionId: 'acme', model: 'Task',
-  });
-} catch (error) {
-  unauthorized = error.response ? error.response.status : String(error);
+const calls = { ...connections, ...records, ...scripts, ...syncs, ...webhooks };
+const [name, args = '{}'] = process.argv.slice(2);
+if (!Object.hasOwn(calls, name)) {
+  console.error(`unknown call ${JSON.stringify(name)}; one of: ${Object.keys(calls).join(', ')}`);
+  process.exit(2);
 }
-
-console.log(JSON.stringify({ pages, verified, tampered, unauthorized }));
+console.log(JSON.stringify(await calls[name](JSON.parse(args))));
