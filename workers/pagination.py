@@ -333,6 +333,7 @@ class PageWalk:
         max_pages: int | None = None,
     ) -> None:
         self.config = config
+        method = method.upper()
         self.in_body = config.in_body if config.in_body is not None else method in BODY_METHODS
         if self.in_body and data is not None and not isinstance(data, Mapping):
             raise PaginationConfigError(
