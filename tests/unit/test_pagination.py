@@ -403,3 +403,12 @@ def test_settings_and_old_keywords_do_not_mix() -> None:
     assert caught.value.key == "cursor_path"
     assert select_pagination(CURSOR, cursor_path="next_cursor").type == "cursor"
     assert select_pagination(None, limit=5) == Pagination.auto(limit=5)
+
+
+def test_the_method_is_read_in_any_case() -> None:
+    requests, _ = walk(
+        {"type": "offset", "offset_name_in_request": "start"},
+        [(rows(1), {}), ([], {})],
+        method="post",
+    )
+    assert requests[0].body == {"start": 0} and requests[0].params == {}
