@@ -1,6 +1,6 @@
 """Slow clients against ``hooksync web`` (issue 9, bench/RESULTS.md "Slow clients").
 
-    python -m bench.slow_clients [--slow N] [--seconds S]
+    python -m bench.slow_clients [--slow N] [--seconds S] [--workers sync,gevent]
 
 One ``hooksync web`` (``demo.stack.Stack``: the Procfile's command, 2 gunicorn workers,
 the embedded Redis, SQLite in a temp folder) serving the bench integration
@@ -13,10 +13,12 @@ the embedded Redis, SQLite in a temp folder) serving the bench integration
   ``Content-Length`` and then the body one byte a second. A socket the server closes is
   opened again at once (an attacker keeps its sockets), and the reopenings are counted.
 
-Printed per phase: webhooks sent, p50, p99 and max latency (connect to the last byte of
-the answer), how many were not 2xx (a timeout or socket error counts as not 2xx), and the
-slow phase over the floor. Then the slow sockets are closed and the time until
-``/healthz`` answers again is printed.
+Both for each worker class of ``--workers`` (default: the sync worker ``hooksync web`` ran
+before issue 9, then its gevent worker), each with a fresh server, chosen through
+``GUNICORN_CMD_ARGS``. Printed per phase: webhooks sent, p50, p99 and max latency (connect
+to the last byte of the answer), how many were not 2xx (a timeout or socket error counts),
+and p99 over the floor's. Then the slow sockets are closed and the time until ``/healthz``
+answers again is printed, and how many workers gunicorn killed (``WORKER TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ INTEGRATION_DIR = REPO / "bench" / "integration"
 TRICKLE_INTERVAL = 1.0
 #: A webhook not answered within this long counts as failed (as a provider's timeout).
 WEBHOOK_TIMEOUT = 30.0
+#: ``--workers`` names -> gunicorn worker classes.
+WORKER_CLASSES = {
+    "sync": "ingress.gunicorn_worker.JsonErrorWorker",
+    "gevent": "ingress.gunicorn_worker.JsonErrorGeventWorker",
+}
 #: Body a body-trickling socket declares: longer than any run, so it never completes.
 SLOW_BODY_BYTES = 4096
 
@@ -232,9 +239,13 @@ class SlowSockets:
 
 
 @contextmanager
-def bench_web(folder: Path, secret: str, *, log_format: str = "text") -> Iterator[Stack]:
-    """``hooksync web`` alone (no worker: webhooks stay queued), on the bench integration."""
+def bench_web(
+    folder: Path, secret: str, *, gunicorn_args: str = "", log_format: str = "text"
+) -> Iterator[Stack]:
+    """``hooksync web`` alone (no worker: webhooks stay queued), on the bench integration;
+    ``gunicorn_args`` (``GUNICORN_CMD_ARGS``) override its gunicorn configuration file."""
     env = {
+        "GUNICORN_CMD_ARGS": gunicorn_args,
         "HOOKSYNC_VAR_DIR": str(folder / "var"),
         "HOOKSYNC_INTEGRATIONS_DIR": str(INTEGRATION_DIR),
         "HOOKSYNC_REDIS_URL": "",  # the embedded default
@@ -268,12 +279,48 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _gunicorn_command(stack: Stack) -> str:
-    """The worker class and its options, from the log's first lines (gunicorn prints them)."""
+def _gunicorn_worker(stack: Stack) -> str:
+    """The worker class, from the log's first lines (gunicorn prints it)."""
     for line in stack.tail("web", 400).splitlines():
         if "Using worker:" in line:
             return line.split("Using worker:", 1)[1].strip()
     return "?"
+
+
+@dataclass
+class Outcome:
+    worker: str
+    floor: Latencies
+    slow: Latencies
+    slow_sockets: str
+    healthy_after: float
+    worker_timeouts: int
+
+
+def run_one(worker: str, args: argparse.Namespace) -> Outcome:
+    """The floor, then the slow phase, against a fresh ``hooksync web`` of ``worker``."""
+    secret = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="hooksync-bench-slow-") as name:
+        with bench_web(
+            Path(name), secret, gunicorn_args=f"--worker-class {WORKER_CLASSES[worker]}"
+        ) as stack:
+            port = port_of(stack)
+            say(f"{worker}: hooksync web on :{port}, {_gunicorn_worker(stack)}")
+            send_webhooks(port, secret, count=20)  # warm-up: imports, Redis connections
+            floor = send_webhooks(port, secret, seconds=args.seconds)
+            say(f"  floor (0 slow sockets): {floor.summary()}")
+            with SlowSockets(port, args.slow) as slow:
+                time.sleep(2 * TRICKLE_INTERVAL)  # every slow socket has started sending
+                loaded = send_webhooks(port, secret, seconds=args.seconds)
+                sockets = (
+                    f"{slow.open_now} open at the end, {slow.reopened} closed by the server "
+                    f"and reopened, {slow.connect_failures} connects failed"
+                )
+            say(f"  slow ({args.slow} slow sockets; {sockets}): {loaded.summary()}")
+            healthy_after = seconds_until_healthy(stack)
+            say(f"  slow sockets closed: /healthz answered after {healthy_after:.2f} s")
+            timeouts = stack.tail("web", 1_000_000).count("WORKER TIMEOUT")
+    return Outcome(worker, floor, loaded, sockets, healthy_after, timeouts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,31 +329,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--slow", type=int, default=200, help="slow sockets kept open")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument(
+        "--workers",
+        default="sync,gevent",
+        help="worker classes to measure, in order: sync (JsonErrorWorker, before issue 9), "
+        "gevent (JsonErrorGeventWorker, hooksync web's own)",
+    )
     args = parser.parse_args(argv)
-    secret = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="hooksync-bench-slow-") as name:
-        with bench_web(Path(name), secret) as stack:
-            port = port_of(stack)
-            worker = _gunicorn_command(stack)
-            say(f"hooksync web on :{port}, worker {worker}; cpus {os.cpu_count()}")
-            send_webhooks(port, secret, count=20)  # warm-up: imports, Redis connections
-            floor = send_webhooks(port, secret, seconds=args.seconds)
-            say(f"floor (0 slow sockets): {floor.summary()}")
-            with SlowSockets(port, args.slow) as slow:
-                time.sleep(2 * TRICKLE_INTERVAL)  # every slow socket has started sending
-                loaded = send_webhooks(port, secret, seconds=args.seconds)
-                say(
-                    f"slow ({args.slow} slow sockets, {slow.open_now} open at the end, "
-                    f"{slow.reopened} closed by the server and reopened, "
-                    f"{slow.connect_failures} connects failed): {loaded.summary()}"
-                )
+    workers = [name.strip() for name in args.workers.split(",") if name.strip()]
+    unknown = [name for name in workers if name not in WORKER_CLASSES]
+    if unknown:
+        parser.error(f"--workers: unknown {unknown!r}; choose from {sorted(WORKER_CLASSES)}")
+    say(f"{args.slow} slow sockets, {args.seconds:g} s per phase, {os.cpu_count()} cpus")
+    outcomes = [run_one(worker, args) for worker in workers]
+    say("")
+    say("| worker | phase | webhooks | p50 ms | p99 ms | max ms | not 2xx | p99 / floor |")
+    say("|---|---|---:|---:|---:|---:|---:|---:|")
+    for outcome in outcomes:
+        for phase, figures in (("floor", outcome.floor), ("slow", outcome.slow)):
+            ratio = figures.ms(0.99) / outcome.floor.ms(0.99)
             say(
-                f"ratio slow/floor: p50 {loaded.ms(0.5) / floor.ms(0.5):.1f}x, "
-                f"p99 {loaded.ms(0.99) / floor.ms(0.99):.1f}x"
+                f"| {outcome.worker} | {phase} | {len(figures.seconds)} | {figures.ms(0.5):.1f} "
+                f"| {figures.ms(0.99):.1f} | {figures.ms(1.0):.1f} | {figures.not_2xx} "
+                f"| {ratio:.1f}× |"
             )
-            say(f"after closing the slow sockets: /healthz in {seconds_until_healthy(stack):.2f} s")
-            killed = stack.tail("web", 100000).count("WORKER TIMEOUT")
-            say(f"gunicorn 'WORKER TIMEOUT' lines in the web log: {killed}")
+    for outcome in outcomes:
+        say(
+            f"{outcome.worker}: slow sockets {outcome.slow_sockets}; /healthz after closing "
+            f"them {outcome.healthy_after:.2f} s; 'WORKER TIMEOUT' lines {outcome.worker_timeouts}"
+        )
     return 0
 
 

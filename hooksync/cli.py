@@ -257,10 +257,9 @@ def _web(args: argparse.Namespace) -> int:
          "--access-logfile", "-", "--graceful-timeout", "10",
          # Error and access logs in HOOKSYNC_LOG_FORMAT, with the request's ids.
          "--logger-class", "ingress.logs.GunicornLogger",
-         # Server hooks: a dead worker's metrics files (hooksync/metrics.py).
+         # The worker class (gevent, JSON error pages), the limits on slow clients and the
+         # server hooks (a dead worker's metrics files, hooksync/metrics.py).
          "--config", "python:hooksync.gunicorn_config",
-         # gunicorn's own error pages (a bad header, 414) as the API's JSON errors
-         "--worker-class", "ingress.gunicorn_worker.JsonErrorWorker",
          "ingress.app:create_app(check_database=False)"]
     )  # fmt: skip
     return 0

@@ -1,7 +1,9 @@
 """gunicorn's configuration for ``hooksync web``: ``--config python:hooksync.gunicorn_config``.
 
 gunicorn reads every top-level name of this module as a setting (unknown ones are
-ignored), so it holds only server hooks; the command line gives the rest.
+ignored): it holds the server hooks and the limits on slow clients, which an operator may
+change with ``GUNICORN_CMD_ARGS`` (that wins over this file; ``hooksync web``'s own command
+line wins over both). What each limit bounds: ``ingress/gunicorn_worker.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,22 @@ from typing import Any
 
 from prometheus_client import multiprocess
 
-__all__ = ["child_exit"]
+__all__ = ["child_exit", "keepalive", "worker_class", "worker_connections"]
+
+#: gevent: a slow client holds one greenlet, not a worker process (issue 9); gunicorn's own
+#: error pages (a bad header, 414) as the API's JSON errors. Here rather than on the command
+#: line so that ``GUNICORN_CMD_ARGS="--worker-class ingress.gunicorn_worker.JsonErrorWorker"``
+#: can bring back the sync worker (behind a buffering proxy; bench/slow_clients.py compares).
+worker_class = "ingress.gunicorn_worker.JsonErrorGeventWorker"
+
+#: Connections one web worker process serves at once (one greenlet each, ~ a few kB); past
+#: it gunicorn stops accepting and the kernel's backlog holds the rest. gunicorn's default.
+worker_connections = 1000
+
+#: Seconds a client has to send its request line and headers, and that an idle keep-alive
+#: connection is kept. A provider sends its headers in one write; a socket trickling them
+#: is closed after this. (Must stay above 0: at 0 gunicorn reads the headers unbounded.)
+keepalive = 5
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -1,11 +1,29 @@
-"""The gunicorn worker class of ``hooksync web``: gunicorn's own errors answered as JSON.
+"""The gunicorn worker classes of ``hooksync web``: gunicorn's own errors answered as JSON,
+and a slow client holding only its own connection.
 
 gunicorn refuses some requests before the app sees them (a control character in a header:
 400; a request line over ``limit_request_line``: 414; …) and renders those itself, as an
 HTML page. Every other error of the API is ``{"error": {"code", "message"}}`` with
 ``application/json`` (``ingress.errors``), and the OpenAPI document promises that shape for
-every status, so this worker keeps gunicorn's decisions (status, logging, access log) and
-only replaces the page it writes.
+every status, so ``JsonErrorMixin`` keeps gunicorn's decisions (status, logging, access log)
+and only replaces the page it writes. It works over any gunicorn worker class.
+
+``hooksync web`` runs ``JsonErrorGeventWorker`` (issue 9, "slow clients"): gunicorn's gevent
+worker serves each connection in its own greenlet, so a socket sending one byte a second
+holds one greenlet, not the process, as a sync worker's one request at a time did. What
+bounds such sockets (``hooksync/gunicorn_config.py`` sets the figures):
+
+* ``worker_connections`` connections per worker process; past it gunicorn stops accepting
+  and new connections wait in the kernel's backlog;
+* ``keepalive`` seconds for a request line and its headers (gunicorn's gevent worker reads
+  them under ``gevent.Timeout(keepalive)`` and closes the connection when it fires), which
+  is also how long an idle keep-alive connection is kept;
+* ``timeout`` seconds for the rest of a request (reading its body, the app, writing the
+  answer): ``JsonErrorGeventWorker.handle_request``. Under an async worker gunicorn's own
+  ``timeout`` is only the worker's heartbeat (the hub not run for that long), so this
+  deadline is what still cuts a client trickling its body.
+
+``JsonErrorWorker`` (the sync worker) stays for comparisons (``bench/slow_clients.py``).
 """
 
 from __future__ import annotations
@@ -15,18 +33,27 @@ import re
 import socket
 from typing import Any
 
+import gevent
 from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.sync import SyncWorker
 
-__all__ = ["JsonErrorWorker", "json_error_response"]
+__all__ = [
+    "JsonErrorGeventWorker",
+    "JsonErrorMixin",
+    "JsonErrorWorker",
+    "json_error_response",
+]
 
 
-class JsonErrorWorker(SyncWorker):
-    """``gunicorn.workers.sync.SyncWorker`` whose pre-app error pages are JSON."""
+class JsonErrorMixin:
+    """Before a gunicorn worker class: its pre-app error pages are JSON."""
+
+    log: Any
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         capture = _Capture(client)
-        super().handle_error(req, capture, addr, exc)
+        super().handle_error(req, capture, addr, exc)  # type: ignore[misc]
         status, reason = _status_line(capture.data)
         if status is None:
             return  # nothing was written (the client went away): nothing to replace
@@ -34,6 +61,38 @@ class JsonErrorWorker(SyncWorker):
             util.write_nonblock(client, json_error_response(status, reason))
         except Exception:  # noqa: BLE001 - as gunicorn: a gone client is not our error
             self.log.debug("Failed to send error message.")
+
+
+class JsonErrorWorker(JsonErrorMixin, SyncWorker):
+    """``gunicorn.workers.sync.SyncWorker`` whose pre-app error pages are JSON."""
+
+
+class JsonErrorGeventWorker(JsonErrorMixin, GeventWorker):  # type: ignore[misc]
+    """``gunicorn.workers.ggevent.GeventWorker`` whose pre-app error pages are JSON and whose
+    requests each get ``timeout`` seconds from their headers to their answer."""
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        seconds = self.cfg.timeout if self.cfg.timeout > 0 else None  # 0: gunicorn's "never"
+        deadline = gevent.Timeout(seconds)
+        deadline.start()
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        except gevent.Timeout as exc:
+            if exc is not deadline:
+                raise  # someone else's timeout (the app's own): not ours to turn into a close
+            # Nothing is answered: the response may have begun, and a 4xx/5xx written after
+            # it would corrupt it. The client sees the connection closed, as when the sync
+            # worker was killed, but only this connection is.
+            self.log.warning(
+                "request %s %s not complete after %s s (a slow client or a slow answer): "
+                "connection closed",
+                req.method,
+                req.path,
+                seconds,
+            )
+            raise StopIteration from None  # gunicorn's signal to close this connection
+        finally:
+            deadline.close()
 
 
 def json_error_response(status: int, reason: str) -> bytes:
