@@ -33,7 +33,7 @@ from config.integrations import (
 )
 from config.providers import parse_providers
 from config.values import read_bool, read_optional_str
-from config.yaml_compat import rewrite_for_pyyaml
+from config.yaml_compat import load_like_js_yaml
 
 __all__ = ["FILENAME", "describe", "load_integrations", "load_integrations_or_raise"]
 
@@ -209,10 +209,10 @@ def _read_file(path: Path, report: _Report) -> dict[Any, Any] | None:
         report.error("file_unreadable", FILENAME, f"cannot read {str(path)!r}: {error}")
         return None
     try:
-        # js-yaml, which Nango's tooling reads the file with, takes tabs (`runs: every
-        # hour<TAB>`) and `label?` in a flow mapping where PyYAML does not; the rewrite
-        # keeps every value as js-yaml reads it.
-        data = yaml.safe_load(rewrite_for_pyyaml(text))
+        # Read as js-yaml, Nango's parser, reads it: it takes tabs (`runs: every hour<TAB>`)
+        # and `label?` in a flow mapping where PyYAML alone does not, and refuses a key
+        # given twice where PyYAML alone keeps the last.
+        data = load_like_js_yaml(text)
     except BadInputError as error:
         report.error(error.code, FILENAME, f"invalid YAML at {error}")
         return None

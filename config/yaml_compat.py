@@ -18,25 +18,74 @@ so that both parsers read the same values:
 
 What js-yaml refuses is refused here too, with the line and the offending text: a tab in the
 indentation of a line, and a tab before a nested block collection on the same line
-(``-<TAB>key: value``). The rewrite never adds or removes lines, so line numbers in later
-YAML errors still point into the file as written. Pure text in, text out: no I/O.
+(``-<TAB>key: value``). ``load_like_js_yaml`` parses the rewritten text and, as js-yaml does,
+refuses a mapping that gives a key twice (PyYAML alone keeps the last value silently).
+The rewrite never adds or removes lines, so line numbers in later YAML errors still point
+into the file as written. No I/O: text in, values out.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
+
+import yaml
 
 from config.errors import BadInputError
 
-__all__ = ["rewrite_for_pyyaml"]
+__all__ = ["load_like_js_yaml", "rewrite_for_pyyaml"]
 
 _BLANK = " \t"
 _FLOW_INDICATORS = ",[]{}"
 #: js-yaml and PyYAML both allow tabs between the date and the time of a timestamp; such a
 #: value keeps its tabs as spaces (same timestamp) rather than being quoted into a string.
 _TIMESTAMP_START = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[Tt \t]")
+
+
+def load_like_js_yaml(text: str) -> Any:
+    """Parse ``text`` into the values js-yaml reads from it.
+
+    Raises:
+        BadInputError: ``yaml_syntax``, for a tab js-yaml refuses too (see
+            ``rewrite_for_pyyaml``).
+        yaml.YAMLError: Invalid YAML, or a mapping that gives a key twice, with the mark of
+            the offending text.
+    """
+    # A subclass of PyYAML's SafeLoader: no arbitrary objects are built.
+    return yaml.load(rewrite_for_pyyaml(text), Loader=_UniqueKeyLoader)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate mapping keys as js-yaml does."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # keys merged in with `<<` may be overridden, in js-yaml too
+            key = _js_key(self.construct_object(key_node, deep=True))
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}; js-yaml (Nango's parser) refuses a key "
+                    "given twice in one mapping: keep one",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return cast(dict[Any, Any], super().construct_mapping(node, deep=deep))
+
+
+def _js_key(value: object) -> str:
+    """The property name a JavaScript object gives ``value`` as a key (``1`` and ``'1'`` clash)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(_js_key(item) for item in value)
+    return str(value)
 
 
 def rewrite_for_pyyaml(text: str) -> str:

@@ -227,3 +227,13 @@ def test_a_value_nango_refuses_still_names_its_keys_and_value(tmp_path: Path) ->
     problem = only(result.errors, "invalid_frequency")
     assert problem.path == "integrations.myapi.syncs.contacts.runs"
     assert "'every fortnight'" in problem.message
+
+
+def test_a_sync_given_twice_is_an_error_as_in_nango(tmp_path: Path) -> None:
+    text = TABS_YAML.replace("        runs: every hour\t\n", "        runs: every hour\t\n" * 2)
+
+    result = load(tmp_path, text)
+
+    problem = only(result.errors, "yaml_syntax")
+    assert str(problem).startswith("nango.yaml: invalid YAML at line 6, column 9: ")
+    assert "found duplicate key 'runs'" in problem.message

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.errors import BadInputError
-from config.yaml_compat import rewrite_for_pyyaml
+from config.yaml_compat import load_like_js_yaml, rewrite_for_pyyaml
 
 _MINUS_5H = dt.timezone(-dt.timedelta(hours=5))
 
@@ -126,6 +126,29 @@ def test_tabs_js_yaml_refuses_are_refused_with_the_line(text: str, line: int, wh
 def test_what_js_yaml_refuses_stays_a_yaml_error(text: str) -> None:
     with pytest.raises(yaml.YAMLError):
         read(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ("a: 1\na: 2\n", "a", 2),
+        ("a:\n  b: 1\n  b: 2\n", "b", 3),
+        ("a: [{b: 1, b: 2}]\n", "b", 1),
+        ('1: a\n"1": b\n', "1", 2),  # one property name for JavaScript
+        ("~: 1\nnull: 2\n", "null", 2),
+        ("true: 1\n'true': 2\n", "true", 2),
+    ],
+)
+def test_a_key_given_twice_is_refused_as_js_yaml_does(text: str, key: str, line: int) -> None:
+    with pytest.raises(yaml.YAMLError) as caught:
+        load_like_js_yaml(text)
+    assert f"found duplicate key {key!r}" in str(caught.value)
+    assert caught.value.problem_mark.line + 1 == line  # type: ignore[attr-defined]
+
+
+def test_keys_merged_in_may_be_overridden_as_in_js_yaml() -> None:
+    text = "x: &x {a: 1, b: 2}\ny:\n  <<: *x\n  a: 3\n"
+    assert load_like_js_yaml(text) == {"x": {"a": 1, "b": 2}, "y": {"a": 3, "b": 2}}
 
 
 def test_lines_are_kept_so_later_errors_point_into_the_file() -> None:
