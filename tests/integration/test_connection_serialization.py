@@ -128,9 +128,9 @@ def test_two_drains_never_run_one_connections_batches_at_the_same_time(ctx: AppC
         assert overlapping(by_account[account]) == [], f"connection {account}: calls overlap"
     # c was free while the first drain held a and b: the second drain ran it meanwhile.
     first_spans = by_account["a"] + by_account["b"]
-    assert any(
-        start < max(end for _, end in first_spans) for start, _ in by_account["c"]
-    ), "the second drain waited for connections it did not need"
+    assert any(start < max(end for _, end in first_spans) for start, _ in by_account["c"]), (
+        "the second drain waited for connections it did not need"
+    )
 
     with session_scope(ctx.sessions) as session:
         rows = session.execute(
