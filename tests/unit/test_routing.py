@@ -435,3 +435,57 @@ def test_standard_webhooks_routes_by_the_account_in_data() -> None:
 
 def test_linear_preset_checks_webhook_timestamp_within_a_minute() -> None:
     assert preset("linear").signature.tolerance_seconds == 60
+
+
+class _Collected(_Problems):
+    """A ``ProblemReport`` that keeps the errors instead of failing."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, code: str, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def expect(
+        self, value: object, kinds: type | tuple[type, ...], path: str, expected: str
+    ) -> bool:
+        if isinstance(value, kinds):
+            return True
+        self.error("invalid_type", path, f"expected {expected}, got {value!r}")
+        return False
+
+
+def parse_webhook(webhook: dict[str, Any]) -> tuple[WebhookConfig, list[str]]:
+    report = _Collected()
+    entry = {"webhook_secret": "s", "webhook": {"signature": "none", **webhook}}
+    return parse_providers({"acme": entry}, {"acme"}, {}, report)["acme"].webhook, report.errors
+
+
+def test_the_file_spells_header_routes_and_fallback_paths() -> None:
+    webhook, errors = parse_webhook(
+        {
+            "connection": {"header": "X-Tenant", "match": "connection_id"},
+            "event_type": {"path": ["event.type", "type"]},
+        }
+    )
+    assert errors == []
+    assert webhook.connection == ConnectionRoute(header="X-Tenant", match="connection_id")
+    assert webhook.event_type == FieldRef(path="event.type", fallback_paths=("type",))
+
+
+@pytest.mark.parametrize(
+    ("webhook", "message"),
+    [
+        (
+            {"connection": {"path": "a", "header": "X-A"}},
+            "acme.webhook.connection: connection routing reads one value: give 'path' ('a') "
+            "or 'header' ('X-A'), not both",
+        ),
+        ({"connection": {"header": 7}}, "acme.webhook.connection.header"),
+        ({"event_type": {"path": ["event.type", ""]}}, "event_type.path[1]: expected a dotted"),
+        ({"event_type": {"path": []}}, "event_type.path: expected at least one dotted path"),
+    ],
+)
+def test_bad_routing_values_name_the_key_and_value(webhook: dict[str, Any], message: str) -> None:
+    parsed, errors = parse_webhook(webhook)
+    assert any(message in error for error in errors), errors
