@@ -21,6 +21,7 @@ __all__ = [
     "UNIT_SECONDS",
     "WORD_SECONDS",
     "next_run_after",
+    "parse_duration",
     "parse_frequency",
 ]
 
@@ -106,6 +107,37 @@ def parse_frequency(text: str) -> int:
             "use 'every 365d' or less",
         )
     return seconds
+
+
+def parse_duration(value: object) -> int:
+    """Parse a duration that is not a schedule (a sync's ``time_limit``) into seconds.
+
+    A positive whole number of seconds, or a number and a unit as ``runs`` takes them
+    (``90``, ``"90s"``, ``"10m"``, ``"1.5h"``); no ``every``, no minimum.
+
+    Raises:
+        BadInputError: With code ``invalid_duration``, naming the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        _fail_duration(value, "expected a number of seconds or a string such as '10m'")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        body = value.strip().lower()
+        if body.isdigit():
+            seconds = int(body)
+        else:
+            try:
+                seconds = _parse_number_and_unit(value, body)
+            except BadInputError as error:
+                _fail_duration(value, str(error).split(": ", 1)[-1])
+    if seconds <= 0:
+        _fail_duration(value, "it must be above 0 seconds")
+    return seconds
+
+
+def _fail_duration(value: object, reason: str) -> NoReturn:
+    raise BadInputError(f"invalid duration {value!r}: {reason}", code="invalid_duration")
 
 
 def next_run_after(starts_at: datetime, interval_seconds: int, after: datetime) -> datetime:

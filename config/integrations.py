@@ -73,6 +73,16 @@ class SyncConfig:
     scopes: tuple[str, ...] = ()
     endpoints: tuple[dict[str, str], ...] = ()
     input: str | None = None
+    #: hooksync's own ``time_limit``: this sync's soft time limit per run, in seconds
+    #: (None: ``HOOKSYNC_RUN_SOFT_LIMIT_SECONDS``).
+    time_limit_seconds: int | None = None
+
+    def soft_limit_seconds(self, default: float, hard_limit: float) -> float:
+        """The soft limit of this sync's runs: its own, or ``default``; always below the
+        worker's hard limit, which kills the process whatever a sync asks for."""
+        if self.time_limit_seconds is None:
+            return default
+        return min(float(self.time_limit_seconds), hard_limit * 0.9)
 
     def is_subscribed_to(self, event_type: str | None) -> bool:
         """True when a webhook of ``event_type`` should run this sync's webhook handler."""

@@ -21,7 +21,7 @@ from typing import Any, cast
 import yaml
 
 from config.errors import BadInputError, ConfigError
-from config.frequency import parse_frequency
+from config.frequency import parse_duration, parse_frequency
 from config.integrations import (
     IntegrationConfig,
     Integrations,
@@ -55,6 +55,8 @@ _SYNC_KEYS = frozenset(
         "version",
         "scopes",
         "input",
+        # hooksync's own: the sync's soft time limit per run (Nango has no such key).
+        "time_limit",
     }
 )
 #: Integration sections hooksync reads but does not run.
@@ -477,9 +479,20 @@ def _parse_sync(
         scopes=_string_list(body.get("scopes"), f"{path}.scopes", report, split_commas=True),
         endpoints=_endpoints(body, path, report),
         input=read_optional_str(body.get("input"), f"{path}.input", report),
+        time_limit_seconds=_time_limit(body, path, report),
     )
     # Every field is checked first so one run of `hooksync check` lists every mistake.
     return None if interval is None else sync
+
+
+def _time_limit(body: Mapping[Any, Any], path: str, report: _Report) -> int | None:
+    if body.get("time_limit") is None:
+        return None
+    try:
+        return parse_duration(body["time_limit"])
+    except BadInputError as error:
+        report.error(error.code, f"{path}.time_limit", str(error))
+        return None
 
 
 def _interval(body: Mapping[Any, Any], path: str, report: _Report) -> int | None:

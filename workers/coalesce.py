@@ -50,6 +50,7 @@ from workers.execution import (
     record_store,
     report_failure,
     resolve_sync,
+    soft_limit,
 )
 from workers.external import redact, secret_values
 from workers.limits import RunDeadline, RunTimeLimitExceeded, soft_time_limit
@@ -230,7 +231,7 @@ def _run_group(
                 ctx, claim, provider, sync, dict(credentials), heartbeat, deferred=group.deferred
             )
             group.runtimes.append(runtime)
-            deadline = RunDeadline(claim.run_id, ctx.settings.run_soft_limit_seconds)
+            deadline = RunDeadline(claim.run_id, soft_limit(ctx, sync))
             group.errors.append(_call(handler, runtime, claim, path, secrets, deadline))
     return group
 

@@ -416,6 +416,7 @@ def _execute(
             raise config_error
         assert integrations is not None
         provider, sync = resolve_sync(ctx, integrations, claim)
+        deadline = RunDeadline(claim.run_id, soft_limit(ctx, sync))
         path = script_path(ctx.settings.integrations_dir, claim.provider_config_key, sync.name)
         credentials = dict(decrypt_cached(ctx.settings.encryption_key, claim.credentials_encrypted))
         secrets = secret_values(credentials)
@@ -472,6 +473,12 @@ def resolve_sync(
             "connection's schedule"
         )
     return integration.provider, sync
+
+
+def soft_limit(ctx: AppContext, sync: SyncConfig) -> float:
+    """Seconds a run of ``sync`` may take: its ``time_limit``, or the default."""
+    settings = ctx.settings
+    return sync.soft_limit_seconds(settings.run_soft_limit_seconds, settings.run_hard_limit_seconds)
 
 
 def build_runtime(

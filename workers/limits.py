@@ -52,7 +52,7 @@ class RunDeadline:
     def error(self) -> RunTimeLimitExceeded:
         return RunTimeLimitExceeded(
             f"run {self.run_id} was stopped after its time limit of {self.seconds:g} s "
-            "(HOOKSYNC_RUN_SOFT_LIMIT_SECONDS)"
+            "(the sync's time_limit, else HOOKSYNC_RUN_SOFT_LIMIT_SECONDS)"
         )
 
     def check(self) -> None:

@@ -77,15 +77,25 @@ def on_webhook_payload_received(nango, payload):
 """
 
 
+#: A sync with its own time limit (``time_limit``), far below the default soft limit.
+QUICK_YAML = """      quick:
+        runs: every hour
+        auto_start: false
+        output: Item
+        time_limit: 1s
+"""
+
+
 @pytest.fixture
 def integrations_dir(tmp_path: Path) -> Path:
     return extend_example_integrations(
         tmp_path / "integrations",
-        syncs=TOY_YAML,
+        syncs=TOY_YAML + QUICK_YAML,
         models=TOY_MODELS,
         provider=TOY_PROVIDER,
         scripts={
             "toy/syncs/items.py": HANGING_SCRIPT,
+            "toy/syncs/quick.py": HANGING_SCRIPT,
             "toy/syncs/bare.py": "def fetch_data(nango):\n    pass\n",
         },
     )
@@ -224,6 +234,18 @@ def test_a_hung_script_is_stopped_by_its_time_limit(limited: AppContext, mode: s
     (body,) = failure_bodies(limited, run_id)
     assert len(ids) == 1 and '"success":false' in body and "timeout" in body
     assert store_of(limited).count_records(pk, "Item") == 0  # nothing written past the limit
+
+
+def test_a_sync_s_own_time_limit_stops_it_before_the_default(wctx: AppContext) -> None:
+    assert wctx.settings.run_soft_limit_seconds >= 60  # the default would wait much longer
+    pk = add_connection(wctx, "toy", "c1", {"mode": "hang"}, credentials=CREDENTIALS)
+    run_id = trigger_run(wctx, pk, "quick")
+    began = time.monotonic()
+    execute_run(wctx, run_id)
+    run = load_run(wctx, run_id)
+    assert (run.state, run.error_type) == ("error", "timeout")
+    assert "time limit of 1 s (the sync's time_limit" in (run.error or "")
+    assert time.monotonic() - began < 30
 
 
 def test_a_run_whose_last_attempt_outlived_the_hard_limit_ends_as_a_timeout(

@@ -690,3 +690,30 @@ def test_describe_is_the_check_json_shape(tmp_path: Path) -> None:
         }
     ]
     assert {"code", "message", "path"} == set(data["warnings"][0])
+
+
+# --- time_limit: hooksync's per-sync soft limit ---------------------------------------
+
+
+@pytest.mark.parametrize(("written", "seconds"), [("90", 90), ("'90s'", 90), ("10m", 600)])
+def test_a_sync_time_limit_is_read_in_seconds(tmp_path: Path, written: str, seconds: int) -> None:
+    text = BASE.replace("runs: every 1h", f"runs: every 1h\n        time_limit: {written}")
+    sync = load(tmp_path, text).by_key["myapi"].syncs["contacts"]
+    assert sync.time_limit_seconds == seconds
+    assert sync.soft_limit_seconds(1800, 2100) == seconds
+    assert sync.soft_limit_seconds(1800, 60) == 54  # never at or past the worker's hard limit
+
+
+def test_without_a_time_limit_a_sync_takes_the_default(tmp_path: Path) -> None:
+    sync = load(tmp_path, BASE).by_key["myapi"].syncs["contacts"]
+    assert sync.time_limit_seconds is None and sync.soft_limit_seconds(1800, 2100) == 1800
+
+
+@pytest.mark.parametrize("written", ["0", "-5", "soon", "10 parsecs", "true", "[1]"])
+def test_a_bad_time_limit_is_an_error_naming_the_key_and_value(
+    tmp_path: Path, written: str
+) -> None:
+    text = BASE.replace("runs: every 1h", f"runs: every 1h\n        time_limit: {written}")
+    problem = only(load(tmp_path, text).errors, "invalid_duration")
+    assert problem.path.endswith("contacts.time_limit")
+    assert "invalid duration" in problem.message
