@@ -220,6 +220,9 @@ def test_list_records_modified_after_filter_and_ids(node_records: Deployment) ->
         assert sorted(answer) == expected and expected, (word, answer)
     answer = seen(nango("listRecords", connectionId=NODE_CONNECTION, filter="added,deleted"))
     assert sorted(answer) == ["T-1", "T-2", "T-3"]
+    # Nothing was updated: the API says so too, and an ignored filter would list all three.
+    answer = seen(nango("listRecords", connectionId=NODE_CONNECTION, filter="updated"))
+    assert answer == [r["id"] for r in all_records(node_records, filter="updated")] == []
 
     # ids: repeated query parameters, as the client sends them.
     answer = seen(nango("listRecords", connectionId=NODE_CONNECTION, ids=["T-3", "T-1"]))
@@ -318,6 +321,14 @@ def test_trigger_sync_incremental_reset_and_emptied_cache(node_records: Deployme
     refilled = {r["id"]: r["_nango_metadata"]["first_seen_at"] for r in all_records(node_records)}
     assert sorted(refilled) == sorted(first_seen)
     assert all(refilled[key] > first_seen[key] for key in refilled), (first_seen, refilled)
+
+    # The legacy form, triggerSync(key, syncs, id, true): Nango's "full_refresh" sync_mode,
+    # a full run that finds every record as it is (nothing added, updated or deleted).
+    mark = receiver.mark()
+    answer = nango("triggerSync", syncs=["tasks"], connectionId=NODE_CONNECTION, opts=True)
+    assert answer["status"] == 200
+    legacy = receiver.wait_for(of(NODE_CONNECTION, "INITIAL"), timeout=60, after=mark)
+    assert legacy.body["responseResults"] == {"added": 0, "updated": 0, "deleted": 0}
 
     refused = nango("triggerSync", syncs=["nope"], connectionId=NODE_CONNECTION)
     assert refused["error"]["status"] == 400 and "'nope'" in json.dumps(refused)
