@@ -41,7 +41,7 @@ from cache.context import AppContext
 from cache.db import read_scope
 from cache.models import utcnow
 from ingress.auth import current_context, require_api_key
-from workers import inbox, outbox, runs
+from workers import inbox, outbox_views, runs
 from workers.celery_app import DEFAULT_QUEUE, queue_length
 from workers.metrics import MULTIPROC_ENV
 
@@ -149,7 +149,7 @@ class BacklogCollector(Collector):
     def _database(self, now: datetime, oldest: GaugeMetricFamily) -> None:
         with read_scope(self._ctx.sessions) as session:
             run = runs.oldest_queued(session)
-            notification = outbox.oldest_pending(session)
+            notification = outbox_views.oldest_pending(session)
         oldest.add_metric(["run"], _age(now, run))
         oldest.add_metric(["notification"], _age(now, notification))
 

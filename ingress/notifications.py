@@ -24,16 +24,18 @@ from ingress.params import choice_param, limit_param, text_param, time_param
 from workers.app_webhooks import endpoint_id, redact_url
 from workers.enqueue import enqueue_after_commit
 from workers.outbox import (
+    enable_endpoint,
+    retry_failed,
+    retry_notification,
+)
+from workers.outbox_views import (
     MAX_ID,
     MAX_LIST_LIMIT,
     EndpointStatus,
-    enable_endpoint,
     get_notification,
     list_attempts,
     list_endpoints,
     list_notifications,
-    retry_failed,
-    retry_notification,
     waiting_behind,
 )
 
@@ -169,7 +171,7 @@ def describe_notification(row: Notification, waiting: int = 0) -> dict[str, Any]
     """The API (and UI) view of one notification: no secrets, body parsed.
 
     ``waiting``: how many later notifications of its stream wait for it to leave
-    ``pending`` (``workers.outbox.waiting_behind``), shown as ``waiting_behind``.
+    ``pending`` (``workers.outbox_views.waiting_behind``), shown as ``waiting_behind``.
     """
     return {
         "id": row.id,

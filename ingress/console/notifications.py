@@ -27,14 +27,16 @@ from ingress.console.filters import AGES, parse_time
 from workers.app_webhooks import endpoint_id, redact_url
 from workers.enqueue import enqueue_after_commit
 from workers.outbox import (
-    MAX_ID,
     enable_endpoint,
+    retry_failed,
+    retry_notification,
+)
+from workers.outbox_views import (
+    MAX_ID,
     get_notification,
     list_attempts,
     list_endpoints,
     list_notifications,
-    retry_failed,
-    retry_notification,
     waiting_behind,
 )
 
@@ -66,7 +68,7 @@ class NotificationView:
     sync_name: str
     summary: str
     body: dict[str, Any]
-    #: Later notifications of its stream waiting for this one (``outbox.waiting_behind``).
+    #: Later notifications of its stream waiting for this one (``outbox_views.waiting_behind``).
     waiting_behind: int = 0
 
     @property

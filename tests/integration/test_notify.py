@@ -41,12 +41,14 @@ from workers.delivery import deliver
 from workers.outbox import (
     DISPATCH_SKEW_SECONDS,
     NOT_SENT_GONE,
-    list_endpoints,
-    list_notifications,
     record_completion,
     record_failure,
     record_forward,
     retry_notification,
+)
+from workers.outbox_views import (
+    list_endpoints,
+    list_notifications,
 )
 
 KEYS = ("first-signing-key", "second-signing-key")

@@ -35,12 +35,14 @@ from workers.celery_app import DEFAULT_QUEUE
 from workers.delivery import deliver, deliver_many
 from workers.events import route_events
 from workers.outbox import (
-    get_notification,
-    list_endpoints,
-    list_notifications,
     record_completion,
     record_forward,
     retry_notification,
+)
+from workers.outbox_views import (
+    get_notification,
+    list_endpoints,
+    list_notifications,
 )
 
 NANGO_YAML = """

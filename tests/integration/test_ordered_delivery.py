@@ -42,6 +42,8 @@ from workers.outbox import (
     record_forward,
     record_outcome,
     retry_notification,
+)
+from workers.outbox_views import (
     waiting_behind,
 )
 
