@@ -8,12 +8,19 @@ line wins over both). What each limit bounds: ``ingress/gunicorn_worker.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any
 
 from prometheus_client import multiprocess
 
-__all__ = ["child_exit", "keepalive", "worker_class", "worker_connections"]
+__all__ = [
+    "child_exit",
+    "forwarded_allow_ips",
+    "keepalive",
+    "worker_class",
+    "worker_connections",
+]
 
 #: gevent: a slow client holds one greenlet, not a worker process (issue 9); gunicorn's own
 #: error pages (a bad header, 414) as the API's JSON errors. Here rather than on the command
@@ -29,6 +36,19 @@ worker_connections = 1000
 #: connection is kept. A provider sends its headers in one write; a socket trickling them
 #: is closed after this. (Must stay above 0: at 0 gunicorn reads the headers unbounded.)
 keepalive = 5
+
+
+def _trusted_proxies() -> str:
+    # HOOKSYNC_TRUSTED_PROXIES is validated by `hooksync web` before it execs gunicorn.
+    parts = os.environ.get("HOOKSYNC_TRUSTED_PROXIES", "").split(",")
+    return ",".join(str(ipaddress.ip_network(p.strip(), strict=False)) for p in parts if p.strip())
+
+
+#: gunicorn itself sets a request's scheme from ``X-Forwarded-Proto`` for these addresses
+#: (its default: 127.0.0.1 and ::1, whoever they are). The same proxies as ``ingress.proxy``
+#: trusts for the ``X-Forwarded-*`` headers, and nobody when none is configured, so a local
+#: client cannot make a request look ``https``.
+forwarded_allow_ips = _trusted_proxies()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -111,3 +111,15 @@ def test_hooksync_commands_run_with_this_python() -> None:
         sys.executable, "-m", "hooksync.cli", "web", "--workers", "4",
     ]  # fmt: skip
     assert command_line("./bin/clock 'a b'") == ["./bin/clock", "a b"]
+
+
+def test_gunicorn_trusts_forwarded_headers_only_from_the_configured_proxies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hooksync import gunicorn_config
+
+    monkeypatch.setenv("HOOKSYNC_TRUSTED_PROXIES", "10.1.2.3/16, ::1")
+    assert gunicorn_config._trusted_proxies() == "10.1.0.0/16,::1/128"
+    monkeypatch.delenv("HOOKSYNC_TRUSTED_PROXIES")
+    # Not gunicorn's default (127.0.0.1,::1): with no proxy configured, nobody is trusted.
+    assert gunicorn_config._trusted_proxies() == ""
