@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NODE_CLIENT := tests/e2e/node/node_modules/@nangohq/node
 
-.PHONY: demo test test-unit bench bench-scale lint format clean install
+.PHONY: demo test test-unit bench bench-scale chaos chaos-ci lint format clean install
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ bench: $(BENCH_STAMP)
 # one Redis; runs/s and the ratio vs one worker, per-connection overlaps (bench/RESULTS.md).
 bench-scale: $(BENCH_STAMP)
 	$(BIN)/python -m bench.scale
+
+# Fault injection (issue 9): kill -9 of workers, web and the embedded Redis, the database
+# down, app and external API outages, under a steady signed webhook load; prints the table
+# of checks (nothing lost, nothing twice, recovery times) and exits 1 if one fails. Needs
+# Postgres binaries (initdb, pg_ctl). chaos-ci: each fault once, a few minutes.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos
+
+chaos-ci: $(STAMP)
+	HOOKSYNC_CHAOS_PROFILE=ci $(BIN)/python -m bench.chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
