@@ -161,7 +161,8 @@ def update_credentials(connection_id: str) -> Response:
     credentials = validate_credentials(body.get("credentials"))
     now = utcnow()
     with session_scope(ctx.sessions) as session:
-        # FOR UPDATE: a worker's refresh storing a token must not land after these.
+        # FOR UPDATE orders concurrent PATCHes; a worker's refresh in flight stores its token
+        # only over the credentials it read (compare-and-set), never over these.
         row = session.scalars(
             select(Connection)
             .where(Connection.provider_config_key == key, Connection.connection_id == connection_id)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cache.context import AppContext
 from cache.credentials import decrypt_credentials, encrypt_credentials
-from cache.db import session_scope
+from cache.db import rows_matched, session_scope
 from cache.lock import connection_lock
 from cache.models import Connection, ConnectionState, utcnow
 from workers.external import redact, secret_values
@@ -129,7 +129,7 @@ class TokenKeeper:
 
     def _renew(self, *, stale_token: Any) -> None:
         with connection_lock(self._redis, self.connection_pk):
-            stored = self._load()
+            stored, ciphertext = self._load()
             now = self._clock()
             if stored.get("access_token") != stale_token and not is_refresh_due(
                 stored, now, self.margin_seconds
@@ -141,8 +141,18 @@ class TokenKeeper:
                 )
                 self._credentials = stored
                 return
-            renewed = self._request(stored, now)
-            self._store(renewed)
+            try:
+                renewed = self._request(stored, now)
+            except RefreshRejected as error:
+                if self._mark_failed(ciphertext, str(error)):
+                    raise
+                # An operator replaced the credentials meanwhile: the refusal was of the
+                # old ones; the new ones are used as they are.
+                self._credentials, _ciphertext = self._load()
+                return
+            if not self._store(renewed, ciphertext):
+                self._credentials, _ciphertext = self._load()
+                return
             self._credentials = renewed
         logger.info("connection %s: token renewed", self.connection_pk)
 
@@ -169,14 +179,10 @@ class TokenKeeper:
         finally:
             if self._http is None:
                 http.close()
-        try:
-            return parse_refresh_response(stored, response.status_code, response.text, now)
-        except RefreshRejected as error:
-            mark_refresh_failed(self._sessions, self.connection_pk, str(error))
-            logger.warning("connection %s: %s", self.connection_pk, error)
-            raise
+        return parse_refresh_response(stored, response.status_code, response.text, now)
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> tuple[dict[str, Any], str]:
+        """The stored credentials, and their ciphertext (what ``_store`` compares to)."""
         with session_scope(self._sessions) as session:
             row = session.execute(
                 select(Connection.credentials_encrypted, Connection.state).where(
@@ -191,16 +197,37 @@ class TokenKeeper:
                 "the connection's token refresh was refused earlier; it needs new "
                 "credentials: PATCH them to /connections/<connection_id>"
             )
-        return decrypt_credentials(self._key, row.credentials_encrypted)
+        ciphertext = row.credentials_encrypted
+        return decrypt_credentials(self._key, ciphertext), ciphertext
 
-    def _store(self, credentials: Mapping[str, Any]) -> None:
+    def _store(self, credentials: Mapping[str, Any], read: str) -> bool:
+        """Store the renewed credentials over those read (``read``, their ciphertext) only.
+
+        ``PATCH /connections/<id>`` does not take the Redis lock: a refresh of the old
+        credentials finishing after it must not overwrite the new ones. False when it
+        would have.
+        """
         with session_scope(self._sessions) as session:
-            session.execute(
-                update(Connection)
-                .where(Connection.id == self.connection_pk)
-                .values(credentials_encrypted=encrypt_credentials(self._key, credentials))
-                .execution_options(synchronize_session=False)
+            stored = rows_matched(
+                session.execute(
+                    update(Connection)
+                    .where(
+                        Connection.id == self.connection_pk,
+                        Connection.credentials_encrypted == read,
+                    )
+                    .values(credentials_encrypted=encrypt_credentials(self._key, credentials))
+                    .execution_options(synchronize_session=False)
+                )
             )
+        return stored == 1
+
+    def _mark_failed(self, read: str, message: str) -> bool:
+        """Mark the connection ``refresh_failed`` if its credentials are still those
+        refused (``read``); False when they were replaced meanwhile."""
+        marked = mark_refresh_failed(self._sessions, self.connection_pk, message, read=read)
+        if marked:
+            logger.warning("connection %s: %s", self.connection_pk, message)
+        return marked
 
 
 def token_keeper(
@@ -221,13 +248,27 @@ def token_keeper(
     )
 
 
-def mark_refresh_failed(sessions: sessionmaker[Session], connection_pk: int, message: str) -> None:
+def mark_refresh_failed(
+    sessions: sessionmaker[Session], connection_pk: int, message: str, *, read: str | None = None
+) -> bool:
     """Mark the connection ``refresh_failed`` with why; its polls stop until new
-    credentials are given (``ingress.connections``)."""
+    credentials are given (``ingress.connections``).
+
+    Args:
+        read: When given, only if its credentials are still this ciphertext (the refused
+            ones).
+
+    Returns:
+        Whether the connection was marked.
+    """
+    where = [Connection.id == connection_pk]
+    if read is not None:
+        where.append(Connection.credentials_encrypted == read)
     with session_scope(sessions) as session:
-        session.execute(
+        result = session.execute(
             update(Connection)
-            .where(Connection.id == connection_pk)
+            .where(*where)
             .values(state=ConnectionState.REFRESH_FAILED.value, state_error=message[:2000])
             .execution_options(synchronize_session=False)
         )
+        return rows_matched(result) == 1

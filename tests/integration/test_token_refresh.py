@@ -110,9 +110,10 @@ def _handler(provider: Provider) -> type[QuietHandler]:
 
         def _token(self, body: str) -> None:
             form = {name: values[0] for name, values in parse_qs(body).items()}
-            time.sleep(provider.delay)
             with provider.lock:
                 provider.token_requests.append(form)
+            time.sleep(provider.delay)
+            with provider.lock:
                 if provider.mode == "down":
                     return self._json(503, {"error": "temporarily_unavailable"})
                 if (
@@ -504,3 +505,40 @@ def test_a_github_app_key_github_refuses_marks_the_connection(
     assert (run.state, run.error_type) == ("error", "refresh_failed")
     assert state.app_token_requests == [{}]  # the signature did not verify
     assert stored(ctx, pk)[1] == "refresh_failed"
+
+
+def test_a_refresh_finishing_after_new_credentials_were_patched_does_not_overwrite_them(
+    ctx: AppContext, provider: tuple[Provider, str]
+) -> None:
+    state, base_url = provider
+    state.delay = 0.5  # the refresh of the old credentials is in flight during the PATCH
+    client: FlaskClient = create_app(ctx).test_client()
+    old = oauth2(base_url, access_token="at-old", expires_in=0)
+    pk = add_connection(ctx, "oauthy", "c1", credentials=old)
+    keeper = TokenKeeper(
+        sessions=ctx.sessions,
+        redis_client=ctx.redis,
+        encryption_key=ctx.settings.encryption_key,
+        connection_pk=pk,
+        credentials=old,
+        margin_seconds=300,
+    )
+    got: list[dict[str, Any]] = []
+    refresher = threading.Thread(target=lambda: got.append(keeper.fresh()))
+    refresher.start()
+    deadline = time.monotonic() + 5
+    while not state.token_requests and time.monotonic() < deadline:
+        time.sleep(0.01)  # the token request arrived: the refresh holds the old credentials
+    new = {**oauth2(base_url, access_token="at-patched", expires_in=3600), "refresh_token": "rp"}
+    answer = client.patch(
+        "/connections/c1",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"provider_config_key": "oauthy", "credentials": new},
+    )
+    assert answer.status_code == 200
+    refresher.join(10)
+    assert len(state.token_requests) == 1
+    creds, connection_state, _error = stored(ctx, pk)
+    assert (creds["access_token"], creds["refresh_token"]) == ("at-patched", "rp")
+    assert got[0]["access_token"] == "at-patched"  # the keeper moved to the new ones too
+    assert connection_state == "active"
