@@ -26,16 +26,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import math
+import multiprocessing
 import os
 import secrets
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.e2e_load import WEBHOOK_PATH, build_webhook, post_webhook
 from demo.stack import REPO, Stack
@@ -150,27 +151,35 @@ class _Slow:
 
 
 class SlowSockets:
-    """``count`` sockets to ``port`` that each send one byte every ``TRICKLE_INTERVAL``
-    from a background thread; the first half trickle their headers, the rest their body.
+    """``count`` sockets to ``port`` that each send one byte every ``TRICKLE_INTERVAL``; the
+    first half trickle their headers, the rest their body.
 
-    A socket the server closed (or answered) is replaced by a new one of the same kind,
-    so ``count`` stay open while the server lets them connect; ``reopened`` counts those.
+    They live in a child process, so the process timing the webhooks shares no interpreter
+    lock with them: its figures are the server's, not its own. A socket the server closed
+    (or answered) is replaced by a new one of the same kind, so ``count`` stay open while
+    the server lets them connect; ``reopened`` counts those.
     """
 
     def __init__(self, port: int, count: int) -> None:
         self.port = port
         self.count = count
-        self.reopened = 0
-        self.connect_failures = 0
-        self._kinds = ["headers" if i < count // 2 else "body" for i in range(count)]
-        self._slots: list[_Slow | None] = [None] * count
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="slow-sockets", daemon=True)
+        context = multiprocessing.get_context("spawn")
+        #: open now, reopened, failed connects: written by the child.
+        self._stats = context.Array("q", 3)
+        self._ready = context.Event()
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_hold,
+            args=(port, count, self._stats, self._ready, self._stop),
+            name="slow-sockets",
+            daemon=True,
+        )
 
     def __enter__(self) -> SlowSockets:
-        for slot in range(self.count):
-            self._slots[slot] = self._open(slot)
-        self._thread.start()
+        self._process.start()
+        if not self._ready.wait(60):
+            self.close()
+            raise RuntimeError(f"the {self.count} slow sockets were not open within 60 s")
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -178,64 +187,85 @@ class SlowSockets:
 
     @property
     def open_now(self) -> int:
-        return sum(1 for slow in self._slots if slow is not None)
+        return int(self._stats[0])
+
+    @property
+    def reopened(self) -> int:
+        return int(self._stats[1])
+
+    @property
+    def connect_failures(self) -> int:
+        return int(self._stats[2])
 
     def close(self) -> None:
+        """Close every slow socket (the child closes them as it exits)."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
-        for slot, slow in enumerate(self._slots):
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+
+
+def _hold(port: int, count: int, stats: Any, ready: Any, stop: Any) -> None:
+    """The child of ``SlowSockets``: open, trickle, reopen until ``stop`` is set."""
+    kinds = ["headers" if i < count // 2 else "body" for i in range(count)]
+    slots = [_open(port, kind, stats) for kind in kinds]
+    stats[0] = sum(1 for slow in slots if slow is not None)
+    ready.set()
+    try:
+        while not stop.wait(TRICKLE_INTERVAL):
+            for slot, slow in enumerate(slots):
+                if slow is not None and _trickle(slow):
+                    continue
+                if slow is not None:
+                    slow.sock.close()
+                    stats[1] += 1
+                slots[slot] = _open(port, kinds[slot], stats)
+                if stop.is_set():
+                    break
+            stats[0] = sum(1 for slow in slots if slow is not None)
+    finally:
+        for slow in slots:
             if slow is not None:
                 slow.sock.close()
-                self._slots[slot] = None
 
-    def _open(self, slot: int) -> _Slow | None:
-        try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        except OSError:
-            self.connect_failures += 1
-            return None
-        sock.setblocking(False)
-        if self._kinds[slot] == "headers":
-            return _Slow(sock, _slow_header_request(self.port))
-        try:
-            sock.sendall(_slow_body_head(self.port))  # small: fits the socket buffer
-        except OSError:
-            sock.close()
-            return None
-        return _Slow(sock, b"x" * SLOW_BODY_BYTES)
 
-    def _run(self) -> None:
-        while not self._stop.wait(TRICKLE_INTERVAL):
-            for slot, slow in enumerate(self._slots):
-                if self._stop.is_set():
-                    return
-                if slow is None or not self._trickle(slow):
-                    if slow is not None:
-                        slow.sock.close()
-                        self.reopened += 1
-                    self._slots[slot] = self._open(slot)
+def _open(port: int, kind: str, stats: Any) -> _Slow | None:
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        stats[2] += 1
+        return None
+    sock.setblocking(False)
+    if kind == "headers":
+        return _Slow(sock, _slow_header_request(port))
+    try:
+        sock.sendall(_slow_body_head(port))  # small: fits the socket buffer
+    except OSError:
+        sock.close()
+        return None
+    return _Slow(sock, b"x" * SLOW_BODY_BYTES)
 
-    @staticmethod
-    def _trickle(slow: _Slow) -> bool:
-        """Send the next byte; False when the server closed or answered the socket."""
-        try:
-            slow.sock.recv(1024, socket.MSG_PEEK)
-            return False  # an answer (an error page) or the end: the server is done with it
-        except BlockingIOError:
-            pass  # nothing to read: still open
-        except OSError:
-            return False
-        if not slow.pending:
-            return False  # the whole request went out: start another
-        try:
-            slow.sock.send(slow.pending[:1])
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        slow.pending = slow.pending[1:]
+
+def _trickle(slow: _Slow) -> bool:
+    """Send the next byte; False when the server closed or answered the socket."""
+    try:
+        slow.sock.recv(1024, socket.MSG_PEEK)
+        return False  # an answer (an error page) or the end: the server is done with it
+    except BlockingIOError:
+        pass  # nothing to read: still open
+    except OSError:
+        return False
+    if not slow.pending:
+        return False  # the whole request went out: start another
+    try:
+        slow.sock.send(slow.pending[:1])
+    except BlockingIOError:
         return True
+    except OSError:
+        return False
+    slow.pending = slow.pending[1:]
+    return True
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def test_webhooks_answered_at_once_while_200_slow_sockets_are_open(
     with SlowSockets(port, SLOW_SOCKETS) as slow:
         time.sleep(2)  # every slow socket has sent its first bytes and is held by the server
         for _attempt in range(ATTEMPTS):
-            result = send_webhooks(port, secret, count=WEBHOOKS, timeout=10)
+            result = send_webhooks(port, secret, count=WEBHOOKS, seconds=30, timeout=10)
             if result.ms(0.99) <= P99_LIMIT_MS:
                 break
         still_open = slow.open_now
@@ -128,13 +128,14 @@ def test_a_body_not_complete_within_timeout_closes_only_its_connection(
 
 
 def test_each_request_logs_its_own_ids_while_others_interleave(web: tuple[Stack, str]) -> None:
-    """Two requests wait in their body reads at once, in one worker or two, and finish in the
-    order they started: each greenlet has its own log context (config/logs.py's ContextVar).
-    With one context shared by the greenlets, the first would log the second's id."""
+    """Requests wait in their body reads at once and finish in the order they started: each
+    greenlet has its own log context (config/logs.py's ContextVar). With one context shared
+    by a process's greenlets, the first of two in one worker would log the second's id (4
+    requests over 2 workers: at least one worker has two)."""
     stack, secret = web
     port = port_of(stack)
     nonce = secrets.token_hex(4)
-    ids = [f"ctx-{nonce}-a", f"ctx-{nonce}-b"]
+    ids = [f"ctx-{nonce}-{n}" for n in range(4)]
     bodies = []
     sockets = []
     try:
@@ -144,7 +145,7 @@ def test_each_request_logs_its_own_ids_while_others_interleave(web: tuple[Stack,
             sock.sendall(body[:10])
             bodies.append(body)
             sockets.append(sock)
-        time.sleep(0.5)  # both are in the app, their request id bound, reading their body
+            time.sleep(0.3)  # it is in the app, its request id bound, reading its body
         answers = []
         for sock, body in zip(sockets, bodies, strict=True):
             sock.sendall(body[10:])
@@ -159,7 +160,7 @@ def test_each_request_logs_its_own_ids_while_others_interleave(web: tuple[Stack,
         assert head.startswith(b"HTTP/1.1 202"), answer
         event_ids.append(json.loads(payload)["id"])
     received = {
-        line["event_id"]: line["request_id"]
+        line["event_id"]: line.get("request_id")
         for line in _wait_for_lines(stack, event_ids)
         if line["message"].startswith("webhook received")
     }
