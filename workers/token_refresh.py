@@ -3,11 +3,13 @@
 A ``TokenKeeper`` is handed to the external-API client. Before a request it renews a token
 that expires within ``HOOKSYNC_TOKEN_REFRESH_MARGIN_SECONDS``; after a 401 it renews once.
 
-Renewing happens under the connection's lock, in this order, so that two workers never
-refresh the same token twice (providers that rotate refresh tokens invalidate the old one,
-so a second refresh with it would fail — and mark a healthy connection failed):
+Renewing happens under the connection's refresh lock, in this order, so that two workers
+never refresh the same token twice (providers that rotate refresh tokens invalidate the old
+one, so a second refresh with it would fail — and mark a healthy connection failed):
 
-1. take the connection's lock;
+1. take the connection's refresh lock (``refresh_lock``; not the batch lock of
+   ``cache.lock``, which a coalesced webhook drain holds while its handlers run — and a
+   handler's API call may be what needs the refresh);
 2. re-read the stored credentials: if another worker renewed them meanwhile (the stored
    access token is not the one this worker found stale) and they are fresh, use them;
 3. else call the token endpoint, store the new credentials encrypted, release the lock.
@@ -21,19 +23,20 @@ and the run is retried by the usual path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import redis
 import requests
+from redis.exceptions import LockError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache.context import AppContext
 from cache.credentials import decrypt_credentials, encrypt_credentials
 from cache.db import rows_matched, session_scope
-from cache.lock import connection_lock
 from cache.models import Connection, ConnectionState, utcnow
 from workers.external import redact, secret_values
 from workers.tokens import (
@@ -45,12 +48,59 @@ from workers.tokens import (
     refresh_request,
 )
 
-__all__ = ["TokenKeeper", "mark_refresh_failed", "token_keeper"]
+__all__ = ["TokenKeeper", "mark_refresh_failed", "refresh_lock", "token_keeper"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds one token-endpoint call may take (connect and read); it runs under the lock.
 TOKEN_TIMEOUT_SECONDS = 15.0
+#: The refresh lock lives this long unreleased (a crashed holder frees it then): the token
+#: call and two short transactions fit well within it.
+REFRESH_LOCK_SECONDS = 2 * TOKEN_TIMEOUT_SECONDS + 10
+#: Seconds a refresh waits for another worker's refresh of the same connection.
+REFRESH_LOCK_WAIT_SECONDS = 60.0
+
+
+@contextmanager
+def refresh_lock(
+    redis_client: redis.Redis, connection_pk: int, *, wait: float = REFRESH_LOCK_WAIT_SECONDS
+) -> Iterator[None]:
+    """Hold the connection's token-refresh lock (Redis) for the block.
+
+    Raises:
+        RefreshUnavailable: Redis cannot be reached, or the lock was not free within
+            ``wait`` seconds: the run is retried later.
+    """
+    lock = redis_client.lock(
+        f"hooksync:lock:token-refresh:{connection_pk}",
+        timeout=REFRESH_LOCK_SECONDS,
+        sleep=0.01,
+        blocking_timeout=wait,
+        thread_local=False,
+    )
+    try:
+        acquired = lock.acquire()
+    except redis.RedisError as error:
+        raise RefreshUnavailable(
+            f"cannot reach Redis to lock the token refresh of connection {connection_pk}: {error}"
+        ) from error
+    if not acquired:
+        raise RefreshUnavailable(
+            f"the token refresh of connection {connection_pk} was still locked by another "
+            f"worker after {wait:g} s; retrying later"
+        )
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except (LockError, redis.RedisError):
+            # Expired (the compare-and-set of the store still guards the credentials).
+            logger.warning(
+                "token refresh lock of connection %s expired before its release",
+                connection_pk,
+                exc_info=True,
+            )
 
 
 class TokenKeeper:
@@ -66,6 +116,7 @@ class TokenKeeper:
         api_base: The provider's ``base_url`` (GitHub App tokens are minted there).
         http: The session token requests go through (tests may pass one).
         clock: Returns the current UTC time.
+        lock_wait: Seconds to wait for another worker's refresh of this connection.
     """
 
     def __init__(
@@ -80,6 +131,7 @@ class TokenKeeper:
         api_base: str | None = None,
         http: requests.Session | None = None,
         clock: Callable[[], datetime] = utcnow,
+        lock_wait: float = REFRESH_LOCK_WAIT_SECONDS,
     ) -> None:
         self._sessions = sessions
         self._redis = redis_client
@@ -90,6 +142,7 @@ class TokenKeeper:
         self.api_base = api_base
         self._http = http
         self._clock = clock
+        self.lock_wait = lock_wait
         #: Token requests this keeper sent (tests and logs).
         self.refreshes = 0
 
@@ -128,7 +181,7 @@ class TokenKeeper:
     # -- internals --------------------------------------------------------------------------
 
     def _renew(self, *, stale_token: Any) -> None:
-        with connection_lock(self._redis, self.connection_pk):
+        with refresh_lock(self._redis, self.connection_pk, wait=self.lock_wait):
             stored, ciphertext = self._load()
             now = self._clock()
             if stored.get("access_token") != stale_token and not is_refresh_due(

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from cache.context import AppContext
 from cache.credentials import decrypt_credentials, encrypt_credentials
 from cache.db import session_scope
+from cache.lock import connection_lock
 from cache.models import Connection, Notification, SyncRun, utcnow
 from cache.store import RecordStore
 from config.settings import load_settings
@@ -542,3 +543,25 @@ def test_a_refresh_finishing_after_new_credentials_were_patched_does_not_overwri
     assert (creds["access_token"], creds["refresh_token"]) == ("at-patched", "rp")
     assert got[0]["access_token"] == "at-patched"  # the keeper moved to the new ones too
     assert connection_state == "active"
+
+
+def test_a_refresh_while_the_worker_holds_the_connections_batch_lock_does_not_wait_on_it(
+    ctx: AppContext, provider: tuple[Provider, str]
+) -> None:
+    """A coalesced webhook drain holds the connection's batch lock while its handlers run;
+    a handler's API call that needs a refresh must not wait for that lock (its own)."""
+    state, base_url = provider
+    credentials = oauth2(base_url, access_token="at-old", expires_in=0)
+    pk = add_connection(ctx, "oauthy", "c1", credentials=credentials)
+    keeper = TokenKeeper(
+        sessions=ctx.sessions,
+        redis_client=ctx.redis,
+        encryption_key=ctx.settings.encryption_key,
+        connection_pk=pk,
+        credentials=credentials,
+        margin_seconds=300,
+        lock_wait=2,
+    )
+    with connection_lock(ctx.redis, pk):
+        assert keeper.fresh()["access_token"] == "at-1"
+    assert len(state.token_requests) == 1
