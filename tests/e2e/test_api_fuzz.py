@@ -203,6 +203,7 @@ def _scenarios(report: Path) -> list[dict[str, Any]]:
     return [event["ScenarioFinished"] for event in events if "ScenarioFinished" in event]
 
 
+@pytest.mark.timeout(600)  # schemathesis runs ~40-100 s; more on a loaded 2-core machine
 def test_the_api_keeps_its_openapi_contract(web: Web, tmp_path: Path) -> None:
     stack = web.stack
     report = tmp_path / "events.ndjson"
