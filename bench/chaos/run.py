@@ -14,6 +14,7 @@ Exit 0 when every check passed, 1 otherwise (the table says why).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import secrets
 import shutil
 import signal
@@ -142,41 +143,76 @@ class Recovery:
 
 
 class Takeovers:
-    """At each worker kill, the runs then running; at the end, when each was claimed again."""
+    """The runs each killed worker held, and how long until another worker claimed them.
+
+    Which runs the victim held is read from their heartbeats: right after the kill, the
+    running runs with their attempt and lease; ``HEARTBEAT_GRACE`` later, those still
+    running at the same attempt whose lease did not move are the dead worker's (a live
+    worker renews every third of the 8 s lease). A run that a live worker gave back for a
+    transient error is not a takeover and is not counted.
+    """
+
+    #: Longer than one renewal period (lease / 3 = 2.7 s) plus a slow database write.
+    HEARTBEAT_GRACE = 4.5
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
-        self.snapshots: list[tuple[float, list[tuple[int, float]]]] = []
+        #: (kill time, victim, [(run id, attempt)])
+        self.victims: list[tuple[float, str, list[tuple[int, int]]]] = []
         self.notes: list[str] = []
+        self._timers: list[threading.Thread] = []
+
+    def _running(self) -> dict[int, tuple[int, Any]] | None:
+        rows = self.observer.query(
+            "SELECT id, attempts, lease_expires_at FROM sync_runs WHERE state = 'running'"
+        )
+        return None if rows is None else {int(r[0]): (int(r[1]), r[2]) for r in rows}
 
     def on_kill(self, victim: str, at: float) -> None:
-        rows = self.observer.query(
-            "SELECT id, started_at FROM sync_runs WHERE state = 'running' AND started_at < :t",
-            t=_dt(at),
-        )
-        if rows is None:
+        before = self._running()
+        if before is None:
             self.notes.append(f"{victim} killed while the database was down: not measured")
             return
-        self.snapshots.append((at, [(int(r[0]), _epoch(r[1])) for r in rows]))
 
-    def measure(self) -> tuple[list[float], int]:
-        """(seconds from kill to re-claim per run cut, runs never finished)."""
+        def later() -> None:
+            time.sleep(self.HEARTBEAT_GRACE)
+            after = self._running()
+            if after is None:
+                self.notes.append(f"{victim}'s runs not identified: the database was down")
+                return
+            held = [(run, attempt) for run, (attempt, lease) in before.items()
+                    if after.get(run) == (attempt, lease)]  # fmt: skip
+            self.victims.append((at, victim, held))
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        self._timers.append(thread)
+
+    def measure(self) -> tuple[list[float], int, str]:
+        """(seconds from kill to re-claim per run cut, runs never taken over, the worst)."""
+        for thread in self._timers:
+            thread.join(30)
         figures: list[float] = []
         orphaned = 0
-        for at, runs in self.snapshots:
-            for run_id, _started in runs:
+        worst = (0.0, "")
+        for at, victim, held in self.victims:
+            for run_id, attempt in held:
                 rows = self.observer.query(
-                    "SELECT started_at, finished_at FROM sync_runs WHERE id = :id", id=run_id
+                    "SELECT started_at, attempts, finished_at FROM sync_runs WHERE id = :id",
+                    id=run_id,
                 )
                 if not rows:
                     continue
-                now_started, finished = rows[0]
-                if now_started is not None and _epoch(now_started) > at:
-                    figures.append(_epoch(now_started) - at)
+                started, attempts, finished = rows[0]
+                if attempts > attempt and started is not None:
+                    took = _epoch(started) - at
+                    figures.append(took)
+                    if took > worst[0]:
+                        worst = (took, f"run {run_id} of {victim} (attempt {attempts} claimed "
+                                       f"{took:.1f} s after the kill)")  # fmt: skip
                 elif finished is None:
                     orphaned += 1
-                # else: it was the surviving worker's, finished there.
-        return figures, orphaned
+        return figures, orphaned, worst[1]
 
 
 class Chaos:
@@ -376,12 +412,13 @@ class Chaos:
             or []
         ]
         received = [
-            checks.Received(d.webhook_id, d.stream, d.status, d.signature_ok)
+            checks.Received(d.webhook_id, d.stream, d.status, d.signature_ok, d.at)
             for d in self.receiver.deliveries()
         ]
-        result += checks.check_notifications(rows, received, executions)
-        figures, orphaned = self.takeovers.measure()
-        result.append(checks.check_takeovers(figures, orphaned))
+        result += checks.check_notifications(rows, received, executions, spans)
+        figures, orphaned, worst = self.takeovers.measure()
+        takeover = checks.check_takeovers(figures, orphaned)
+        result.append(dataclasses.replace(takeover, detail=worst) if worst else takeover)
         lines = [
             FaultLine(
                 w.name,
