@@ -420,15 +420,23 @@ def _execute(
         path = script_path(ctx.settings.integrations_dir, claim.provider_config_key, sync.name)
         credentials = dict(decrypt_cached(ctx.settings.encryption_key, claim.credentials_encrypted))
         secrets = secret_values(credentials)
-        runtime = build_runtime(ctx, claim, provider, sync, credentials, heartbeat, deadline)
-        if claim.kind == RunKind.WEBHOOK.value:
+        webhook = claim.kind == RunKind.WEBHOOK.value
+        runtime = build_runtime(
+            ctx, claim, provider, sync, credentials, heartbeat, deadline, connection_held=webhook
+        )
+        if webhook:
             handler = load_function(
                 ctx.settings.integrations_dir,
                 claim.provider_config_key,
                 sync.name,
                 "on_webhook_payload_received",
             )
-            with soft_time_limit(deadline):
+            # As a drain's batch (workers.coalesce): a webhook's handler runs while holding
+            # its connection, so it never overlaps another batch of that connection. A
+            # poll's fetch_data takes the lock per batch instead: webhooks must not wait
+            # for a long poll, and its ignore_if_modified_after merges keep them safe.
+            with connection_lock(ctx.redis, claim.connection_pk), soft_time_limit(deadline):
+                heartbeat.check()
                 handler(runtime, claim.payload)
         else:
             fetch_data = load_function(
@@ -491,11 +499,13 @@ def build_runtime(
     deadline: RunDeadline | None = None,
     *,
     deferred: list[tuple[NangoRuntime, PendingWrite]] | None = None,
+    connection_held: bool = False,
 ) -> NangoRuntime:
     """The ``nango`` object of one execution.
 
     Every batch it writes first checks, under the connection's lock, that the run is still
     this worker's (``heartbeat``) and within its time limit (``deadline``).
+    ``connection_held``: the caller holds that lock for the whole execution already.
     """
     store = record_store(ctx)
 
@@ -506,6 +516,9 @@ def build_runtime(
         heartbeat.check()
         if deadline is not None:
             deadline.check()
+        if connection_held:
+            yield
+            return
         with connection_lock(ctx.redis, connection_pk):
             heartbeat.check()
             yield

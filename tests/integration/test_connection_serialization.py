@@ -26,10 +26,13 @@ from cache.db import session_scope
 from cache.models import SyncRun
 from config.settings import load_settings
 from tests.integration.test_inbox import SECRET, push_all, webhook
+from tests.support.concurrency import run_at_once
 from tests.support.paths import REPO
 from tests.support.rows import insert_connection
 from tests.support.servers import QuietHandler, serving
 from workers.drain import drain_inbox
+from workers.events import route_events
+from workers.execution import execute_run
 
 #: Seconds each external call waits: long enough that two batches would visibly overlap.
 DELAY = 0.05
@@ -145,3 +148,15 @@ def test_two_drains_never_run_one_connections_batches_at_the_same_time(ctx: AppC
             f"connection {connection_pk}: two batches overlap in the runs table: "
             + json.dumps(sorted(spans))
         )
+
+
+def test_queued_webhook_runs_of_one_connection_run_one_at_a_time(ctx: AppContext) -> None:
+    # Runs queued for hooksync.run_sync (a retry, a replay) rather than run by a drain: two
+    # workers executing two of them for one connection at once still take turns.
+    results = route_events(ctx, [webhook(ctx, "a", f"a-q{n}", n, f"q-{n}") for n in range(2)])
+    run_ids = [run_id for result in results if result for run_id in result.run_ids]
+    assert len(run_ids) == 2
+    run_at_once([lambda run_id=run_id: execute_run(ctx, run_id) for run_id in run_ids])
+    spans = [(began, ended) for account, began, ended in _SlowApi.calls if account == "a"]
+    assert len(spans) == 2
+    assert overlapping(spans) == [], "two webhook runs of one connection ran at once"
