@@ -69,6 +69,7 @@ STARTUP_IMPORTS: dict[str, dict[str, str]] = {
         "gunicorn.app.wsgiapp": "gunicorn",
         "prometheus_client": "the metrics client",
         "ingress.app": "the web application",
+        "ingress.gunicorn_worker": "the web's gunicorn worker class (gevent)",
     },
     "worker": {
         "redis": "the Redis client",
