@@ -173,6 +173,10 @@ class ProviderConfig:
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     forward_webhooks: bool = False
     webhook: WebhookConfig = WebhookConfig()
+    #: ``oauth_client``: the integration's OAuth client (``token_url``, ``client_id``,
+    #: ``client_secret``), used to refresh a connection's token when its own credentials do
+    #: not carry them.
+    oauth_client: dict[str, str] = field(default_factory=dict, repr=False, hash=False)
 
 
 @dataclass(frozen=True)

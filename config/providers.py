@@ -41,7 +41,7 @@ from config.values import ProblemReport, read_bool, read_optional_str
 __all__ = ["parse_providers"]
 
 _PROVIDER_KEYS = frozenset(
-    {"preset", "base_url", "webhook_secret", "forward_webhooks", "auth", "webhook"}
+    {"preset", "base_url", "webhook_secret", "forward_webhooks", "auth", "webhook", "oauth_client"}
 )
 _WEBHOOK_KEYS = frozenset({"signature", "event_type", "connection", "delivery_id", "batch"})
 _SIGNATURE_KEYS = frozenset(
@@ -128,7 +128,51 @@ def _parse_provider(
         webhook_secrets=secrets,
         forward_webhooks=read_bool(body, "forward_webhooks", False, path, report),
         webhook=webhook,
+        oauth_client=_oauth_client(
+            body.get("oauth_client"), f"{path}.oauth_client", environ, report
+        ),
     )
+
+
+#: The keys of a provider's ``oauth_client``: what refreshing an OAuth2 token needs besides
+#: the connection's refresh token, when the connections do not carry them.
+_OAUTH_CLIENT_KEYS = frozenset({"token_url", "client_id", "client_secret"})
+
+
+def _oauth_client(
+    raw: object, path: str, environ: Mapping[str, str], report: ProblemReport
+) -> dict[str, str]:
+    """``{token_url, client_id, client_secret}``, each with ``${VAR}`` substituted."""
+    if raw is None or not report.expect(
+        raw, dict, path, "a mapping of token_url, client_id, client_secret"
+    ):
+        return {}
+    body = cast(dict[Any, Any], raw)
+    report.unknown_keys(body, _OAUTH_CLIENT_KEYS, path)
+    client: dict[str, str] = {}
+    for name in sorted(_OAUTH_CLIENT_KEYS & set(body)):
+        item_path = f"{path}.{name}"
+        value = body[name]
+        if not isinstance(value, str):
+            # Never echo what may be a secret: name its type only.
+            report.error(
+                "invalid_type",
+                item_path,
+                f"expected a string, got a {type(value).__name__}; quote it or use ${{VAR}}",
+            )
+            continue
+        substituted = _substitute(value, item_path, environ, report)
+        if substituted:
+            client[name] = substituted
+    url = client.get("token_url")
+    if url is not None and not url.startswith(("http://", "https://")):
+        report.error(
+            "invalid_value",
+            f"{path}.token_url",
+            f"expected an http:// or https:// URL, got {url!r}",
+        )
+        del client["token_url"]
+    return client
 
 
 def _merge_preset(preset: Mapping[str, Any], explicit: Mapping[Any, Any]) -> dict[Any, Any]:

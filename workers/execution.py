@@ -550,7 +550,9 @@ def build_runtime(
         lock=lock,
         save_metadata=save_metadata,
         deferred=deferred,
-        tokens=token_keeper(ctx, claim.connection_pk, credentials, provider.base_url),
+        tokens=token_keeper(
+            ctx, claim.connection_pk, credentials, provider.base_url, provider.oauth_client
+        ),
     )
 
 

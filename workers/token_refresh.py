@@ -46,6 +46,7 @@ from workers.tokens import (
     is_refresh_due,
     parse_refresh_response,
     refresh_request,
+    with_client,
 )
 
 __all__ = ["TokenKeeper", "mark_refresh_failed", "refresh_lock", "token_keeper"]
@@ -114,6 +115,9 @@ class TokenKeeper:
         credentials: Its decrypted credentials as the execution started with them.
         margin_seconds: Renew a token expiring within this many seconds.
         api_base: The provider's ``base_url`` (GitHub App tokens are minted there).
+        client: The integration's OAuth client (``oauth_client`` in nango.yaml): the
+            ``token_url``, ``client_id`` and ``client_secret`` of OAuth2 credentials that do
+            not carry their own. Used for the refresh request only, never stored.
         http: The session token requests go through (tests may pass one).
         clock: Returns the current UTC time.
         lock_wait: Seconds to wait for another worker's refresh of this connection.
@@ -129,6 +133,7 @@ class TokenKeeper:
         credentials: Mapping[str, Any],
         margin_seconds: float,
         api_base: str | None = None,
+        client: Mapping[str, str] | None = None,
         http: requests.Session | None = None,
         clock: Callable[[], datetime] = utcnow,
         lock_wait: float = REFRESH_LOCK_WAIT_SECONDS,
@@ -140,6 +145,7 @@ class TokenKeeper:
         self._credentials = dict(credentials)
         self.margin_seconds = margin_seconds
         self.api_base = api_base
+        self._client = dict(client or {})
         self._http = http
         self._clock = clock
         self.lock_wait = lock_wait
@@ -153,7 +159,10 @@ class TokenKeeper:
 
     @property
     def can_refresh(self) -> bool:
-        return can_refresh(self._credentials)
+        return can_refresh(self._with_client(self._credentials))
+
+    def _with_client(self, credentials: Mapping[str, Any]) -> dict[str, Any]:
+        return with_client(credentials, self._client)
 
     def fresh(self) -> dict[str, Any]:
         """The credentials, renewed first if their token expires within the margin.
@@ -162,7 +171,7 @@ class TokenKeeper:
             RefreshRejected: The provider refused for good (the connection is now marked).
             RefreshUnavailable: The token endpoint could not be reached or was overloaded.
         """
-        if is_refresh_due(self._credentials, self._clock(), self.margin_seconds):
+        if is_refresh_due(self._with_client(self._credentials), self._clock(), self.margin_seconds):
             self._renew(stale_token=self._credentials.get("access_token"))
         return dict(self._credentials)
 
@@ -185,7 +194,7 @@ class TokenKeeper:
             stored, ciphertext = self._load()
             now = self._clock()
             if stored.get("access_token") != stale_token and not is_refresh_due(
-                stored, now, self.margin_seconds
+                self._with_client(stored), now, self.margin_seconds
             ):
                 # Another worker renewed it while this one waited for the lock. Its refresh
                 # token may have rotated, so ours is spent: use what it stored.
@@ -210,9 +219,10 @@ class TokenKeeper:
         logger.info("connection %s: token renewed", self.connection_pk)
 
     def _request(self, stored: dict[str, Any], now: datetime) -> dict[str, Any]:
-        request = refresh_request(stored, now, self.api_base)
+        effective = self._with_client(stored)
+        request = refresh_request(effective, now, self.api_base)
         self.refreshes += 1
-        secrets = secret_values(stored) + [str(stored.get("client_secret") or "")]
+        secrets = secret_values(stored) + [str(effective.get("client_secret") or "")]
         # Refreshes are rare (once an hour per connection at most): a session of their own
         # keeps no connection open between them.
         http = self._http or requests.Session()
@@ -284,11 +294,15 @@ class TokenKeeper:
 
 
 def token_keeper(
-    ctx: AppContext, connection_pk: int, credentials: Mapping[str, Any], api_base: str | None
+    ctx: AppContext,
+    connection_pk: int,
+    credentials: Mapping[str, Any],
+    api_base: str | None,
+    client: Mapping[str, str] | None = None,
 ) -> TokenKeeper | None:
     """The keeper of an execution's credentials; None for credentials that never expire
     (API keys, OAuth2 tokens without a refresh token)."""
-    if not can_refresh(credentials):
+    if not can_refresh(with_client(credentials, client or {})):
         return None
     return TokenKeeper(
         sessions=ctx.sessions,
@@ -298,6 +312,7 @@ def token_keeper(
         credentials=credentials,
         margin_seconds=ctx.settings.token_refresh_margin_seconds,
         api_base=api_base,
+        client=client,
     )
 
 

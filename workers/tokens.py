@@ -91,6 +91,15 @@ class TokenRequest:
     data: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+def with_client(credentials: Mapping[str, Any], client: Mapping[str, str]) -> dict[str, Any]:
+    """OAuth2 ``credentials`` with the integration's OAuth client (``token_url``,
+    ``client_id``, ``client_secret``) filling what they do not carry themselves."""
+    if credentials.get("type") != "OAUTH2" or not client:
+        return dict(credentials)
+    own = {name: value for name, value in credentials.items() if value}
+    return {**client, **own}
+
+
 def can_refresh(credentials: Mapping[str, Any]) -> bool:
     """True for credentials hooksync knows how to renew."""
     kind = credentials.get("type")

@@ -194,9 +194,11 @@ def ctx(
     database_url: str,
     tmp_path: Path,
     provider: tuple[Provider, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[AppContext]:
     """An AppContext whose integrations call the fake provider (overrides the shared one)."""
     _state, base_url = provider
+    monkeypatch.setenv("CLIENTY_CLIENT_SECRET", CLIENT_SECRET)
     nango_yaml = f"""
 integrations:
   oauthy:
@@ -206,6 +208,12 @@ integrations:
         auto_start: true
         output: Item
   ghapp:
+    syncs:
+      items:
+        runs: every hour
+        auto_start: false
+        output: Item
+  clienty:
     syncs:
       items:
         runs: every hour
@@ -222,6 +230,13 @@ providers:
   ghapp:
     base_url: {base_url}
     auth: {{type: bearer}}
+  clienty:
+    base_url: {base_url}
+    auth: {{type: bearer}}
+    oauth_client:
+      token_url: {base_url}/token
+      client_id: cid
+      client_secret: ${{CLIENTY_CLIENT_SECRET}}
 """
     folder = write_integrations(tmp_path / "integrations", nango_yaml, SCRIPT)
     env = make_env(
@@ -286,6 +301,28 @@ def test_a_token_expiring_within_the_margin_is_refreshed_before_the_first_call(
     expires = datetime.fromisoformat(creds["expires_at"])
     assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
     assert connection_state == "active"
+
+
+def test_the_integrations_oauth_client_refreshes_a_connection_without_its_own(
+    ctx: AppContext, provider: tuple[Provider, str]
+) -> None:
+    # Imported with its tokens only: token URL, client id and secret are the integration's
+    # (providers.clienty.oauth_client in nango.yaml, the secret from the environment).
+    state, base_url = provider
+    credentials = oauth2(base_url, access_token="at-old", expires_in=60)
+    for name in ("token_url", "client_id", "client_secret"):
+        del credentials[name]
+    pk = add_connection(ctx, "clienty", "c1", credentials=credentials)
+    run, _ids = run_once(ctx, pk)
+    assert (run.state, run.error_type) == ("success", None)
+    (request,) = state.token_requests
+    assert (request["client_id"], request["client_secret"]) == ("cid", CLIENT_SECRET)
+    assert state.api_calls == ["Bearer at-1"]
+    creds, connection_state, _error = stored(ctx, pk)
+    assert creds["access_token"] == "at-1" and connection_state == "active"
+    # The integration's client stays the integration's: nothing of it is copied into the
+    # connection, so rotating the client secret in the environment takes effect at once.
+    assert not {"token_url", "client_id", "client_secret"} & set(creds)
 
 
 def test_a_401_midway_refreshes_once_and_the_request_is_retried(

@@ -717,3 +717,44 @@ def test_a_bad_time_limit_is_an_error_naming_the_key_and_value(
     problem = only(load(tmp_path, text).errors, "invalid_duration")
     assert problem.path.endswith("contacts.time_limit")
     assert "invalid duration" in problem.message
+
+
+# --- oauth_client: the integration's OAuth client for token refresh -------------------
+
+
+def test_a_providers_oauth_client_is_read_with_its_variables(tmp_path: Path) -> None:
+    text = with_provider(
+        """
+        oauth_client:
+          token_url: https://auth.example.com/token
+          client_id: cid
+          client_secret: ${MYAPI_CLIENT_SECRET}
+        """
+    )
+    provider = load(tmp_path, text, {"MYAPI_CLIENT_SECRET": "s3"}).by_key["myapi"].provider
+    assert provider.oauth_client == {
+        "token_url": "https://auth.example.com/token",
+        "client_id": "cid",
+        "client_secret": "s3",
+    }
+    assert "s3" not in repr(provider)
+
+
+def test_a_bad_oauth_client_names_the_key_and_never_echoes_a_secret(tmp_path: Path) -> None:
+    text = with_provider(
+        """
+        oauth_client:
+          token_url: ftp://auth.example.com/token
+          client_id: cid
+          client_secret: 12345678
+          scope: read
+        """
+    )
+    result = load(tmp_path, text)
+    url = only(result.errors, "invalid_value")
+    assert url.path == "providers.myapi.oauth_client.token_url" and "ftp://" in url.message
+    secret = only(result.errors, "invalid_type")
+    assert secret.path == "providers.myapi.oauth_client.client_secret"
+    assert "12345678" not in secret.message
+    assert only(result.warnings, "unknown_key").path.endswith("oauth_client.scope")
+    assert result.by_key["myapi"].provider.oauth_client == {"client_id": "cid"}
