@@ -18,6 +18,7 @@ import dataclasses
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -239,6 +240,8 @@ class Chaos:
         self.recovery = Recovery(self.observer)
         self.takeovers = Takeovers(self.observer)
         self.windows: list[Window] = []
+        #: (process, time, its last log lines) of each exit nobody asked for.
+        self.crashes: list[tuple[str, float, str]] = []
         self.load: Load | None = None
         self.began = 0.0
 
@@ -289,9 +292,23 @@ class Chaos:
             took = self.recovery.recovered(window)
             state = f"recovered in {took:.1f} s" if took is not None else "not yet recovered"
             say(f"{window.name}: {window.ended - window.started:.1f} s, {state}")
-        dead = self.cluster.dead()
-        if dead:
-            raise RuntimeError(f"exited on their own: {dead}: {self.cluster.tail(dead[0])}")
+        self.restart_dead()
+
+    def restart_dead(self) -> None:
+        """A process that exited without being killed is a finding: kept for the report
+        (with its last log lines), then restarted as a supervisor would."""
+        for name in self.cluster.dead():
+            tail = self.cluster.tail(name, 25)
+            self.crashes.append((name, time.time(), tail))
+            say(f"!!! {name} exited on its own; restarted. Its last lines:\n{tail}")
+            self.cluster.processes.pop(name)
+            if name.startswith("worker"):
+                self.cluster.start_worker(name)
+            elif name.startswith("web"):
+                self.cluster.start_web(name)
+            else:
+                self.cluster.spawn(name, [sys.executable, "-m", "hooksync.cli", name],
+                                   self.cluster.machine_env(name))  # fmt: skip
 
     def run_faults(self) -> None:
         self.load = Load(
@@ -329,6 +346,7 @@ class Chaos:
         assert self.load is not None
         say("load stopping (in-flight webhooks retried until acknowledged)")
         self.load.stop()
+        self.restart_dead()
         self.drain("after the load", lambda: self.observer.backlog(time.time()) == 0)
         quiet = time.time()
         response = self.cluster.api(
@@ -379,6 +397,19 @@ class Chaos:
                 "0",
                 not stats.given_up,
                 f"e.g. {stats.given_up[:5]}" if stats.given_up else "",
+            )
+        )
+        self.restart_dead()
+        result.append(
+            checks.Check(
+                "processes that exited on their own",
+                str(len(self.crashes)),
+                "0",
+                not self.crashes,
+                "; ".join(
+                    f"{name} at {at - self.began:.0f} s: {tail.strip().splitlines()[-1]}"
+                    for name, at, tail in self.crashes
+                ),
             )
         )
         result.append(checks.check_cache(self.cache(), self.api.snapshot()))
