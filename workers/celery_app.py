@@ -29,6 +29,8 @@ from config.settings import Settings, load_log_options, load_settings
 
 __all__ = [
     "DEFAULT_QUEUE",
+    "TICK_PRIORITY",
+    "WORK_PRIORITY",
     "broker_url",
     "celery_for",
     "context_of",
@@ -53,6 +55,13 @@ VISIBILITY_MARGIN_SECONDS = 600
 #: The tasks that execute scripts: their hard time limit is the runs' (a backstop for a
 #: script that ignores the per-run soft limit of ``workers.limits``; Celery kills the child).
 _SCRIPT_TASKS = ("hooksync.run_sync", "hooksync.drain_inbox")
+
+#: Message priorities. kombu's Redis transport keeps one list per priority step and BRPOPs
+#: them lowest number first, so the tick (whose sweeper recovers what a dead worker held)
+#: is taken ahead of a backlog of work as soon as a pool slot is free, instead of waiting
+#: behind the very work it should recover.
+TICK_PRIORITY = 0
+WORK_PRIORITY = 3
 
 #: kombu's separator between a queue's name and its priority step (``Channel.sep``).
 _PRIORITY_SEP = "\x06\x16"
@@ -103,6 +112,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
         # per run (``workers.limits``); the hard one kills a child stuck past it.
         "task_annotations": {name: {"time_limit": hard_limit} for name in _SCRIPT_TASKS},
         "task_default_queue": DEFAULT_QUEUE,
+        "task_default_priority": WORK_PRIORITY,
         "enable_utc": True,
         "timezone": "UTC",
         # In-memory beat schedule: the tick has no state worth persisting, and several
@@ -112,7 +122,7 @@ def celery_config(settings: Settings, redis_url: str) -> dict[str, Any]:
             "hooksync-tick": {
                 "task": "hooksync.tick",
                 "schedule": settings.tick_seconds,
-                "options": {"expires": tick_expires},
+                "options": {"expires": tick_expires, "priority": TICK_PRIORITY},
             }
         },
         # Logging is ours (``_on_setup_logging``): Celery must not replace the root handler.

@@ -46,6 +46,7 @@ from workers.execution import (
     classify_error,
     decrypt_cached,
     finish_runs,
+    lock_seconds,
     log_fields,
     record_store,
     report_failure,
@@ -119,7 +120,11 @@ def _run_round(
     with ExitStack() as stack:
         try:
             locks = stack.enter_context(
-                free_connection_locks(ctx.redis, {group[0].connection_pk for group in pending})
+                free_connection_locks(
+                    ctx.redis,
+                    {group[0].connection_pk for group in pending},
+                    timeout=lock_seconds(ctx),
+                )
             )
         except Exception as error:
             # No lock to be had (Redis down, or a connection held past the wait): nothing

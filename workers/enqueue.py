@@ -17,7 +17,7 @@ from typing import Any
 from cache.context import AppContext
 from config.errors import ConfigError, HooksyncError, RetriableError
 from workers import inbox
-from workers.celery_app import celery_for
+from workers.celery_app import TICK_PRIORITY, WORK_PRIORITY, celery_for
 
 __all__ = [
     "DRAIN_INBOX",
@@ -50,7 +50,8 @@ def _send(ctx: AppContext, name: str, args: list[Any]) -> None:
     """
     celery = celery_for(ctx)
     try:
-        celery.send_task(name, args=args, retry=False)
+        priority = TICK_PRIORITY if name == TICK else WORK_PRIORITY
+        celery.send_task(name, args=args, retry=False, priority=priority)
     except ImportError as error:
         # Not a broker problem: the install lacks a module the transport needs.
         missing = (

@@ -435,7 +435,8 @@ def _execute(
             # its connection, so it never overlaps another batch of that connection. A
             # poll's fetch_data takes the lock per batch instead: webhooks must not wait
             # for a long poll, and its ignore_if_modified_after merges keep them safe.
-            with connection_lock(ctx.redis, claim.connection_pk), soft_time_limit(deadline):
+            held = connection_lock(ctx.redis, claim.connection_pk, timeout=lock_seconds(ctx))
+            with held, soft_time_limit(deadline):
                 heartbeat.check()
                 handler(runtime, claim.payload)
         else:
@@ -483,6 +484,13 @@ def resolve_sync(
     return integration.provider, sync
 
 
+def lock_seconds(ctx: AppContext) -> float:
+    """How long a connection's lock outlives its holder: the run lease. The holder renews
+    it every third of that; a killed worker's locks free within one lease, together with
+    its runs, instead of keeping the survivors' batches waiting."""
+    return ctx.settings.run_lease_seconds
+
+
 def soft_limit(ctx: AppContext, sync: SyncConfig) -> float:
     """Seconds a run of ``sync`` may take: its ``time_limit``, or the default."""
     settings = ctx.settings
@@ -519,7 +527,7 @@ def build_runtime(
         if connection_held:
             yield
             return
-        with connection_lock(ctx.redis, connection_pk):
+        with connection_lock(ctx.redis, connection_pk, timeout=lock_seconds(ctx)):
             heartbeat.check()
             yield
 

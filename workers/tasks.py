@@ -3,7 +3,10 @@
 Every task is idempotent against its row's state, and none relies on Celery retries: a
 task that fails with a ``RetriableError`` leaves its row queued or leased, and the beat
 tick's sweeper re-enqueues it from the database. Errors are logged and swallowed so the
-message is acknowledged; the row, not the broker, remembers what is left to do.
+message is acknowledged; the row, not the broker, remembers what is left to do. One
+exception, for speed only: a run or delivery whose database is unreachable hands its
+message back to the queue, so it is retried seconds after the outage instead of a lease
+later.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from config.errors import RetriableError
 from config.logs import log_context
@@ -52,8 +56,34 @@ def classified(task: str, subject: object) -> Iterator[None]:
     except RetriableError as error:
         # Transient (Redis or a lock unavailable, ...): the lease sweeper retries.
         logger.warning("%s %s: %s; the sweeper will retry it", task, subject, error)
+    except Reject:
+        raise  # the message goes back to the queue (``requeued_while_the_database_is_down``)
     except Exception:
         logger.error("%s %s failed", task, subject, exc_info=True)
+
+
+@contextmanager
+def requeued_while_the_database_is_down(task: str, subject: object) -> Iterator[None]:
+    """Hand the message back to the queue, after a pause, when the database is unreachable.
+
+    Acknowledging it would leave its row to the sweeper, which re-sends a queued row's
+    message only once its lease ran out (``HOOKSYNC_LEASE_SECONDS``, 90 s): every run and
+    delivery consumed during an outage would wait that long after it. Requeued, the
+    message is taken again within seconds of the database coming back. The pause keeps an
+    outage from being a busy loop; the claim that follows is idempotent.
+    """
+    try:
+        yield
+    except (OperationalError, InterfaceError) as error:
+        logger.warning(
+            "%s %s: the database is unavailable (%s); requeued in %ss",
+            task,
+            subject,
+            type(error).__name__,
+            ROUTE_RETRY_PAUSE,
+        )
+        time.sleep(ROUTE_RETRY_PAUSE)
+        raise Reject(f"database unavailable: {type(error).__name__}", requeue=True) from None
 
 
 def register_tasks(celery: Celery) -> None:
@@ -93,19 +123,28 @@ def register_tasks(celery: Celery) -> None:
         with classified("drain_inbox", ""):
             drain_inbox(context_of(self.app), consumer_name())
 
-    @task("hooksync.run_sync")
+    # Both hand their message back while the database is down (see
+    # ``requeued_while_the_database_is_down``): a Reject must not be acknowledged.
+    requeuing = {**TASK_OPTIONS, "acks_on_failure_or_timeout": False}
+
+    @celery.task(name="hooksync.run_sync", **requeuing)
     def run_sync(self: Task, run_id: int) -> None:
         ctx = context_of(self.app)
         # Outermost, so the shim's own error line carries the run id too.
-        with log_context(run_id=run_id), classified("run_sync", run_id):
+        with (
+            log_context(run_id=run_id),
+            classified("run_sync", run_id),
+            requeued_while_the_database_is_down("run_sync", run_id),
+        ):
             notification_ids = execute_run(ctx, int(run_id), worker_id=self.request.hostname)
             enqueue_notifications(ctx, notification_ids)
 
-    @task("hooksync.deliver_notification")
+    @celery.task(name="hooksync.deliver_notification", **requeuing)
     def deliver_notification(self: Task, notification_id: int) -> None:
         ctx = context_of(self.app)
         with (
             log_context(notification_id=notification_id),
             classified("deliver_notification", notification_id),
+            requeued_while_the_database_is_down("deliver_notification", notification_id),
         ):
             deliver(ctx, int(notification_id))

@@ -27,7 +27,13 @@ from tests.support.rows import add_connection, load_run, trigger_run
 from tests.support.servers import RedisServer, free_port
 from tests.support.tasktracker import task
 from workers import inbox
-from workers.celery_app import DEFAULT_QUEUE, broker_url, make_celery
+from workers.celery_app import (
+    DEFAULT_QUEUE,
+    WORK_PRIORITY,
+    broker_url,
+    make_celery,
+    queue_length,
+)
 from workers.enqueue import enqueue_runs, enqueue_tick, enqueue_webhook
 
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -141,7 +147,7 @@ def test_worker_runs_an_enqueued_sync(
     enqueue_runs(wctx, [run_id])
     queue = redis.Redis.from_url(worker_env["HOOKSYNC_REDIS_URL"])
     deadline = time.monotonic() + 15
-    while queue.llen(DEFAULT_QUEUE) and time.monotonic() < deadline:
+    while queue_length(queue) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
     again = load_run(wctx, run_id)
@@ -212,7 +218,11 @@ def test_enqueue_puts_json_messages_on_our_queue(
     enqueue_webhook(wctx, {"id": "e2", "provider_config_key": "tasktracker"})
     enqueue_tick(wctx)
     client = redis.Redis.from_url(worker_env["HOOKSYNC_REDIS_URL"])
-    messages = client.lrange(DEFAULT_QUEUE, 0, -1)
+    # The tick in the list fetched first (priority 0), the work in the next step's.
+    ticks = client.lrange(DEFAULT_QUEUE, 0, -1)
+    work = client.lrange(f"{DEFAULT_QUEUE}\x06\x16{WORK_PRIORITY}", 0, -1)
+    messages = ticks + work
+    assert [b'"task": "hooksync.tick"' in message for message in ticks] == [True]
     # The webhooks wait in the inbox; one wake-up is enough for both (no drain ran yet).
     assert [entry[1][b"e"] for entry in client.xrange(inbox.STREAM)] == [
         b'{"id":"e1","provider_config_key":"tasktracker"}',
@@ -274,6 +284,35 @@ def test_unix_socket_urls_work_with_the_embedded_redis(
     finally:
         ctx.close()
         stop_embedded_redis(ctx.settings.var_dir)
+
+
+def test_a_run_consumed_during_a_database_outage_runs_as_soon_as_it_is_back(
+    wctx: AppContext, worker_env: dict[str, str], api: Api, start: Callable[..., Process]
+) -> None:
+    """Its message goes back to the queue: it does not wait for its lease (90 s) to lapse."""
+    from sqlalchemy import text
+
+    api.reply("/tasks", (200, {}, {"tasks": [task(1, "t")]}))
+    pk = add_connection(
+        wctx, "tasktracker", "acme", {"workspace_id": "w1"}, credentials=CREDENTIALS, schedules=True
+    )
+    run_id = trigger_run(wctx, pk, "tasks")
+    worker = start(WORKER, worker_env)
+    # The "outage": the runs table is gone until we put it back.
+    with wctx.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE sync_runs RENAME TO sync_runs_away"))
+    enqueue_runs(wctx, [run_id])
+    deadline = time.monotonic() + 30
+    while "requeued" not in worker.output():
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.1)
+    with wctx.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE sync_runs_away RENAME TO sync_runs"))
+    back = time.monotonic()
+    run = wait_for_run(wctx, run_id, worker, timeout=30)
+    assert run.state == "success", run.error
+    assert time.monotonic() - back < 20  # seconds, not the lease's 90
+    assert "database is unavailable" in worker.output()
 
 
 def test_a_webhook_waits_out_a_database_outage_instead_of_being_dropped(
