@@ -87,9 +87,10 @@ class Load:
         for thread in self._threads:
             thread.join(GIVE_UP_SECONDS + 30)
 
-    def in_flight(self) -> int:
+    def acked_until(self, until: float) -> list[str]:
+        """Delivery ids acknowledged (202) at or before ``until`` (``time.time()``)."""
         with self._lock:
-            return self.stats.sent - len(self.stats.acked) - len(self.stats.given_up)
+            return [delivery for delivery, (_a, at) in self.stats.acked.items() if at <= until]
 
     def _dispatch(self) -> None:
         started = time.monotonic()

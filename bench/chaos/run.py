@@ -100,9 +100,7 @@ class Observer:
         missing = 0
         if self.load is not None:
             done = {effect.delivery for effect in self.api.effects_copy()}
-            with self.load._lock:
-                acked = [d for d, (_a, at) in self.load.stats.acked.items() if at <= until]
-            missing = sum(1 for delivery in acked if delivery not in done)
+            missing = sum(1 for d in self.load.acked_until(until) if d not in done)
         return int(rows[0][0]) + missing
 
 
