@@ -203,11 +203,15 @@ class Cluster:
         self.spawn("beat", [*hooksync, "beat"], self.machine_env("beat"))
         for port in self.web_ports:
             self.wait_healthy(port)
+        self.create_connections()
+
+    def create_connections(self, provider_config_key: str = "bench") -> None:
+        """One connection per account (an existing one is kept: 409)."""
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {self.api_key}"
         for account in self.accounts:
             body = {
-                "provider_config_key": "bench",
+                "provider_config_key": provider_config_key,
                 "connection_id": account,
                 "credentials": {"type": "NONE"},
                 "metadata": {},

@@ -147,21 +147,8 @@ class ChaosCluster(Cluster):
             env,
         )  # fmt: skip
 
-    def create_connections(self) -> None:
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {self.api_key}"
-        for account in self.accounts:
-            body = {
-                "provider_config_key": "chaos",
-                "connection_id": account,
-                "credentials": {"type": "NONE"},
-                "metadata": {},
-            }
-            url = f"http://127.0.0.1:{self.web_ports[0]}/connections"
-            response = session.post(url, json=body, timeout=10)
-            if response.status_code not in (200, 201, 409):
-                raise RuntimeError(f"POST /connections {account!r}: {response.status_code}")
-        session.close()
+    def create_connections(self, provider_config_key: str = "chaos") -> None:
+        super().create_connections(provider_config_key)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """The public API on whichever web answers."""

@@ -38,6 +38,7 @@ from ingress.app import create_app
 from scheduler.tick import tick
 from tests.support.auth import API_KEY
 from tests.support.integrations import write_integrations
+from tests.support.keys import APP_KEY, APP_PEM
 from tests.support.rows import add_connection, load_run, trigger_run
 from tests.support.servers import QuietHandler, serving
 from workers.execution import execute_run
@@ -46,12 +47,7 @@ from workers.token_refresh import TokenKeeper
 APP_ID = "401953"
 INSTALLATION = "77"
 CLIENT_SECRET = "client-secret-7c1d"
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.TraditionalOpenSSL,
-    serialization.NoEncryption(),
-).decode()
+KEY, PEM = APP_KEY, APP_PEM
 
 SCRIPT = """
 def fetch_data(nango):

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from cache.credentials import validate_credentials
 from config.errors import BadInputError
+from tests.support.keys import APP_KEY, APP_PEM
 from workers.tokens import (
     REFRESH_FAILED,
     RefreshRejected,
@@ -30,12 +31,7 @@ from workers.tokens import (
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SECRET = "client-secret-do-not-leak"
 REFRESH = "refresh-token-do-not-leak"
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.TraditionalOpenSSL,
-    serialization.NoEncryption(),
-).decode()
+KEY, PEM = APP_KEY, APP_PEM
 
 
 def oauth2(**fields: str) -> dict[str, str]:
