@@ -36,6 +36,7 @@ __all__ = [
     "context_of",
     "make_celery",
     "queue_length",
+    "queue_lists",
 ]
 
 logger = logging.getLogger(__name__)
@@ -154,15 +155,19 @@ def make_celery(ctx: AppContext | None = None) -> Celery:
     return celery
 
 
-def queue_length(client: redis.Redis, queue: str = DEFAULT_QUEUE) -> int:
-    """Messages waiting in ``queue`` (not those a worker holds unacknowledged).
+def queue_lists(queue: str = DEFAULT_QUEUE) -> list[str]:
+    """The Redis lists that hold ``queue``, in the order a worker fetches them.
 
     kombu's Redis transport keeps a queue as one list per priority step: the queue's own
     name for priority 0, ``<queue>\\x06\\x16<step>`` for the others.
     """
-    names = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]
+    return [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]
+
+
+def queue_length(client: redis.Redis, queue: str = DEFAULT_QUEUE) -> int:
+    """Messages waiting in ``queue`` (not those a worker holds unacknowledged)."""
     pipe = client.pipeline(transaction=False)
-    for name in names:
+    for name in queue_lists(queue):
         pipe.llen(name)
     return sum(int(length) for length in pipe.execute())
 

@@ -15,7 +15,7 @@ from cache.credentials import decrypt_credentials
 from cache.db import session_scope
 from cache.models import Connection, Record, Schedule, utcnow
 from tests.support.auth import AUTH
-from workers.celery_app import DEFAULT_QUEUE
+from tests.support.queue import queued_messages
 
 SECRET = "tt_live_secret-value-0042"
 
@@ -40,10 +40,7 @@ def assert_no_secret(response: Any) -> None:
 
 
 def queued_tasks(ctx: AppContext) -> list[str]:
-    tasks = []
-    for raw in ctx.redis.lrange(DEFAULT_QUEUE, 0, -1):
-        tasks.append(json.loads(raw)["headers"]["task"])
-    return tasks
+    return [message["task"] for message in queued_messages(ctx.redis)]
 
 
 # --- create -----------------------------------------------------------------------------

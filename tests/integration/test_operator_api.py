@@ -29,9 +29,10 @@ from ingress.webhooks import build_event
 from tests.support.api import Api
 from tests.support.auth import AUTH
 from tests.support.integrations import write_integrations
+from tests.support.queue import queued_messages
 from tests.support.rows import insert_connection
 from workers.app_webhooks import endpoint_id
-from workers.celery_app import DEFAULT_QUEUE
+from workers.celery_app import queue_lists
 from workers.delivery import deliver, deliver_many
 from workers.events import route_events
 from workers.outbox import (
@@ -119,11 +120,9 @@ def _event(
 def _queued_deliveries(ctx: AppContext) -> list[int]:
     """The notification ids queued for delivery on hooksync's Celery queue."""
     ids = []
-    for raw in ctx.redis.lrange(DEFAULT_QUEUE, 0, -1):
-        envelope = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        if "deliver" in envelope["headers"]["task"]:
-            ids.extend(args)
+    for message in queued_messages(ctx.redis):
+        if "deliver" in message["task"]:
+            ids.extend(message["args"])
     return sorted(ids)
 
 
@@ -390,7 +389,7 @@ def test_retry_failed_requeues_failed_and_gone_since_a_time(
     with app.sessions() as session:
         (endpoint,) = list_endpoints(session, app.settings.app_webhook_urls)
         assert endpoint.state == "gone"
-    app.redis.delete(DEFAULT_QUEUE)
+    app.redis.delete(*queue_lists())
 
     missing = http.post("/notifications/retry-failed", headers=AUTH)
     assert missing.status_code == 400 and missing.get_json()["error"]["field"] == "since"

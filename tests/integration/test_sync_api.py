@@ -8,8 +8,6 @@ tests/conftest.py picks that up and runs every test on SQLite and on Postgres.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,8 +24,8 @@ from cache.store import RecordStore
 from cache.timestamps import api_time
 from tests.support.auth import AUTH
 from tests.support.integrations import write_integrations
+from tests.support.queue import queued_messages
 from tests.support.rows import schedule_of
-from workers.celery_app import DEFAULT_QUEUE
 from workers.schedules import claim_due, finish_poll_run
 
 KEY = "tasktracker"
@@ -177,13 +175,8 @@ def finish(ctx: AppContext, run_id: int, state: str, result: dict[str, Any] | No
 
 def enqueued_runs(ctx: AppContext) -> list[int]:
     """Run ids of the ``hooksync.run_sync`` messages waiting in Redis."""
-    ids = []
-    for raw in ctx.redis.lrange(DEFAULT_QUEUE, 0, -1):
-        message = json.loads(raw)
-        if message["headers"]["task"] == "hooksync.run_sync":
-            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-            ids.append(args[0])
-    return sorted(ids)
+    messages = queued_messages(ctx.redis)
+    return sorted(m["args"][0] for m in messages if m["task"] == "hooksync.run_sync")
 
 
 def store(ctx: AppContext) -> RecordStore:

@@ -24,10 +24,11 @@ from ingress.app import create_app
 from ingress.provider_signatures import sign_generic
 from tests.support.auth import API_KEY, AUTH
 from tests.support.integrations import write_integrations
+from tests.support.queue import queued_messages
 from tests.support.rows import insert_connection
 from tests.support.servers import free_port
 from workers import inbox
-from workers.celery_app import DEFAULT_QUEUE
+from workers.celery_app import queue_lists
 
 SECRET = "s3cret"
 LIMIT = 2048
@@ -117,12 +118,7 @@ def inboxed(ctx: AppContext) -> list[dict[str, Any]]:
 
 def queued(ctx: AppContext) -> list[dict[str, Any]]:
     """The messages on hooksync's Celery queue, decoded (task name + arguments)."""
-    messages = []
-    for raw in ctx.redis.lrange(DEFAULT_QUEUE, 0, -1):
-        envelope = json.loads(raw)
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        messages.append({"task": envelope["headers"]["task"], "args": args})
-    return messages
+    return queued_messages(ctx.redis)
 
 
 BODY = json.dumps({"workspace_id": "w1", "task_id": 7}).encode()
@@ -397,7 +393,7 @@ def test_events_are_listed_and_replayed(api_ctx: AppContext) -> None:
     headers = signed(BODY, **{"X-Event": "task.created", "X-Delivery": "d-1"})
     accepted = client.post("/webhook/tracker", data=BODY, headers=headers)
     (queued_event,) = inboxed(api_ctx)
-    api_ctx.redis.delete(DEFAULT_QUEUE)
+    api_ctx.redis.delete(*queue_lists())
     route_event(api_ctx, queued_event)
 
     listed = client.get("/webhooks/events?limit=10", headers=AUTH)
