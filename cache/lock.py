@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import redis
@@ -23,7 +24,6 @@ __all__ = [
     "ConnectionLock",
     "LockTimeout",
     "connection_lock",
-    "connection_locks",
     "free_connection_locks",
     "lock_name",
 ]
@@ -38,6 +38,9 @@ class LockTimeout(RetriableError):
 #: Seconds between two tries for a lock held elsewhere. Short: the holder is usually one
 #: batch's transaction, milliseconds long, and the waiter's latency is what it waits here.
 POLL_SECONDS = 0.005
+#: The longest pause between two tries of a batch waiting for any of its connections
+#: (the pause doubles from ``POLL_SECONDS``): several waiting batches stay cheap for Redis.
+MAX_POLL_SECONDS = 0.05
 
 
 def lock_name(connection_pk: int) -> str:
@@ -133,68 +136,46 @@ def connection_lock(
 
 
 @contextmanager
-def connection_locks(
-    redis_client: redis.Redis,
-    connection_pks: Iterable[int],
-    *,
-    timeout: float = 30.0,
-    wait: float = 60.0,
-) -> Iterator[list[ConnectionLock]]:
-    """Hold the locks of several connections for the block (a coalesced batch's writes).
-
-    The free ones are taken in one round trip; if any is held elsewhere, those taken are
-    let go and all are taken one by one in ascending order, the order every holder of
-    several uses, so two batches waiting for each other's connections cannot deadlock.
-
-    Raises:
-        LockTimeout: a lock was not acquired within ``wait``.
-        RetriableError: Redis cannot be reached.
-    """
-    pks = sorted(set(connection_pks))
-    held: list[ConnectionLock] = []
-    try:
-        held = _take_free(redis_client, pks, timeout)
-        if len(held) < len(pks):
-            for lock in held:
-                lock._release()
-            held = []
-            for pk in pks:
-                held.append(_acquire(redis_client, pk, timeout=timeout, wait=wait))
-        for lock in held:
-            lock._start_renewal(timeout / 3)
-        yield held
-    finally:
-        for lock in reversed(held):
-            lock._release()
-
-
-@contextmanager
 def free_connection_locks(
     redis_client: redis.Redis,
-    connection_pks: Iterable[int],
+    work: Mapping[int, int],
     *,
+    budget: int,
     timeout: float = 30.0,
     wait: float = 60.0,
 ) -> Iterator[list[ConnectionLock]]:
-    """Hold, for the block, the locks of those connections that are free now (at least one).
+    """Hold, for the block, free locks among ``work``'s connections, at least one.
 
-    For a batch that runs the work of several connections: it takes the free ones in one
-    round trip and does their work while other holders finish theirs; when none is free it
-    waits for the lowest. Whoever holds several locks here took them without waiting, so
-    holders cannot wait for each other in a cycle.
+    For a batch that runs the work of several connections. ``work`` maps each connection to
+    how much of the batch's work is its (the number of runs); the free locks are taken in
+    ascending order, in one atomic step, until their work reaches ``budget``. Taking a
+    budget's worth rather than every free lock lets batches running at the same time work
+    on different connections side by side, instead of the first one holding every lock
+    while it works through them one after another and the others waiting on it. When none
+    is free it waits for whichever frees first. Whoever holds several locks took them
+    without waiting, so holders cannot wait for each other in a cycle.
 
     Raises:
-        LockTimeout: none was free and the lowest was not acquired within ``wait``.
+        LockTimeout: none was free for ``wait`` seconds.
         RetriableError: Redis cannot be reached.
     """
-    pks = sorted(set(connection_pks))
+    pks = sorted(work)
     if not pks:
         raise ValueError("free_connection_locks needs at least one connection")
     held: list[ConnectionLock] = []
     try:
-        held = _take_free(redis_client, pks, timeout) or [
-            _acquire(redis_client, pks[0], timeout=timeout, wait=wait)
-        ]
+        held = _take_free(redis_client, pks, [work[pk] for pk in pks], budget, timeout)
+        pause = POLL_SECONDS
+        deadline = time.monotonic() + wait
+        while not held:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"connections {pks} stayed locked for {wait:g}s (other executions are "
+                    "writing to them); the work will be retried"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+            held = _take_free(redis_client, pks, [work[pk] for pk in pks], budget, timeout)
         for lock in held:
             lock._start_renewal(timeout / 3)
         yield held
@@ -203,26 +184,47 @@ def free_connection_locks(
             lock._release()
 
 
-def _take_free(redis_client: redis.Redis, pks: list[int], timeout: float) -> list[ConnectionLock]:
-    """The locks among ``pks`` that nobody holds, taken in one round trip (not renewed yet)."""
-    locks = [
-        redis_client.lock(lock_name(pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False)
-        for pk in pks
-    ]
+#: Sets free locks in order until the work of those taken reaches the budget; returns the
+#: 1-based indexes taken. KEYS: the lock names; ARGV: budget, TTL (ms), then per key its
+#: token and its work.
+_TAKE_FREE = """
+local budget = tonumber(ARGV[1])
+local taken = {}
+local load = 0
+for i, key in ipairs(KEYS) do
+  if load >= budget then break end
+  if redis.call('set', key, ARGV[1 + 2 * i], 'NX', 'PX', ARGV[2]) then
+    taken[#taken + 1] = i
+    load = load + tonumber(ARGV[2 + 2 * i])
+  end
+end
+return taken
+"""
+
+
+def _take_free(
+    redis_client: redis.Redis, pks: list[int], weights: list[int], budget: int, timeout: float
+) -> list[ConnectionLock]:
+    """Free locks among ``pks`` up to ``budget`` of work, taken at once (not renewed yet)."""
+    tokens = [uuid.uuid4().hex for _ in pks]
+    args: list[str | int] = [budget, int(timeout * 1000)]
+    for token, weight in zip(tokens, weights, strict=True):
+        args += [token, weight]
     try:
-        pipe = redis_client.pipeline(transaction=False)
-        tokens = [uuid.uuid4().hex.encode() for _ in locks]
-        for lock, token in zip(locks, tokens, strict=True):
-            pipe.set(lock.name, token, nx=True, px=int(timeout * 1000))
-        taken = pipe.execute()
+        taken = redis_client.register_script(_TAKE_FREE)(
+            keys=[lock_name(pk) for pk in pks], args=args
+        )
     except redis.RedisError as error:
         raise RetriableError(f"cannot reach Redis to lock connections: {error}") from error
     held = []
-    for lock, token, pk, ok in zip(locks, tokens, pks, taken, strict=True):
-        if ok:
-            # What redis-py's Lock.acquire records, so its release and extend work.
-            lock.local.token = token
-            held.append(ConnectionLock(lock, pk, timeout))
+    for index in taken:
+        pk, token = pks[index - 1], tokens[index - 1]
+        lock = redis_client.lock(
+            lock_name(pk), timeout=timeout, sleep=POLL_SECONDS, thread_local=False
+        )
+        # What redis-py's Lock.acquire records, so its release and extend work.
+        lock.local.token = token.encode()
+        held.append(ConnectionLock(lock, pk, timeout))
     return held
 
 

@@ -27,7 +27,8 @@ def register_tick(celery: Celery) -> None:
         ctx = context_of(self.app)
         with classified("tick", ""):
             result = tick(ctx)
-            enqueue_runs(ctx, result.run_ids)
+            enqueue_runs(ctx, result.swept_run_ids, recovery=True)
+            enqueue_runs(ctx, result.new_run_ids)
             enqueue_notifications(ctx, result.notification_ids)
         with classified("tick", "inbox"):
             # Entries a dead worker left pending, then any whose wake-up was lost.

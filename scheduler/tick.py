@@ -53,6 +53,13 @@ class TickResult:
 
     run_ids: tuple[int, ...] = ()
     notification_ids: tuple[int, ...] = ()
+    #: The part of ``run_ids`` the sweeper took back (a dead worker's, or a lost message's).
+    swept_run_ids: tuple[int, ...] = ()
+
+    @property
+    def new_run_ids(self) -> tuple[int, ...]:
+        swept = set(self.swept_run_ids)
+        return tuple(run_id for run_id in self.run_ids if run_id not in swept)
 
 
 def tick(
@@ -96,12 +103,13 @@ def tick(
             schedules.release_finished(session, BATCH_SIZE)
 
     known = set(run_ids)
-    run_ids.extend(run_id for run_id in swept if run_id not in known)
+    swept = [run_id for run_id in swept if run_id not in known]
+    run_ids.extend(swept)
     if run_ids or notification_ids:
         log.info(
             "tick: %d run(s), %d notification(s) to enqueue", len(run_ids), len(notification_ids)
         )
-    return TickResult(tuple(run_ids), tuple(notification_ids))
+    return TickResult(tuple(run_ids), tuple(notification_ids), tuple(swept))
 
 
 def _housekeeping_due(forced: bool | None) -> bool:

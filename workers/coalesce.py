@@ -25,6 +25,7 @@ committed batches of a failed execution.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,13 @@ logger = logging.getLogger(__name__)
 
 _HANDLER = "on_webhook_payload_received"
 
+#: Runs a round takes the locks for (at least one connection's). Drains running at the same
+#: time each take a round's worth of connections and work on them side by side; one that
+#: took every free lock would hold the last ones idle while it ran the first ones, and the
+#: others would wait for all of them (serialized drains, seen in the chaos suite at 20
+#: webhooks/s). A round still writes and finishes its groups in one transaction each.
+ROUND_RUNS = 25
+
 
 def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
     """Execute webhook runs this worker claimed while routing them; return notification ids.
@@ -72,8 +80,8 @@ def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
     Each connection's groups run, are written and are finished while this worker holds the
     connection's lock, so two batches of one connection never overlap (on one machine or
     several). The batch goes in rounds: each round takes the locks that are free now and
-    does those connections' work; a connection another batch holds waits for a later round,
-    by when that batch is usually done with it.
+    does those connections' work, about ``ROUND_RUNS`` runs of it; a connection another
+    batch holds waits for a later round, by when that batch is usually done with it.
 
     An outcome whose run is no longer this worker's claim (taken over after its lease ran
     out) is dropped when the runs are finished.
@@ -122,7 +130,8 @@ def _run_round(
             locks = stack.enter_context(
                 free_connection_locks(
                     ctx.redis,
-                    {group[0].connection_pk for group in pending},
+                    Counter(claim.connection_pk for group in pending for claim in group),
+                    budget=ROUND_RUNS,
                     timeout=lock_seconds(ctx),
                 )
             )

@@ -42,7 +42,7 @@ DELIVER_NOTIFICATION = "hooksync.deliver_notification"
 TICK = "hooksync.tick"
 
 
-def _send(ctx: AppContext, name: str, args: list[Any]) -> None:
+def _send(ctx: AppContext, name: str, args: list[Any], *, priority: int | None = None) -> None:
     """Publish one message; raise RetriableError unless Redis accepted it.
 
     Celery's publish retry is off: it would block a web request for many seconds while
@@ -50,7 +50,8 @@ def _send(ctx: AppContext, name: str, args: list[Any]) -> None:
     """
     celery = celery_for(ctx)
     try:
-        priority = TICK_PRIORITY if name == TICK else WORK_PRIORITY
+        if priority is None:
+            priority = TICK_PRIORITY if name == TICK else WORK_PRIORITY
         celery.send_task(name, args=args, retry=False, priority=priority)
     except ImportError as error:
         # Not a broker problem: the install lacks a module the transport needs.
@@ -106,14 +107,20 @@ def wake_drain(ctx: AppContext) -> None:
     _send(ctx, DRAIN_INBOX, [])
 
 
-def enqueue_runs(ctx: AppContext, run_ids: Iterable[int]) -> None:
+def enqueue_runs(ctx: AppContext, run_ids: Iterable[int], *, recovery: bool = False) -> None:
     """Queue sync runs by id.
+
+    Args:
+        recovery: Runs the sweeper takes back from a dead worker (or whose message was
+            lost): sent at the tick's priority, ahead of any backlog of new work, so a
+            takeover is seconds after the lease ran out and not minutes.
 
     Raises:
         RetriableError: Redis did not acknowledge a message (the sweeper will retry).
     """
+    priority = TICK_PRIORITY if recovery else WORK_PRIORITY
     for run_id in run_ids:
-        _send(ctx, RUN_SYNC, [int(run_id)])
+        _send(ctx, RUN_SYNC, [int(run_id)], priority=priority)
 
 
 def enqueue_notifications(ctx: AppContext, notification_ids: Iterable[int]) -> None:

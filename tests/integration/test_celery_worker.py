@@ -23,6 +23,7 @@ from config.errors import RetriableError
 from config.settings import load_settings
 from tests.support.api import Api
 from tests.support.paths import REPO
+from tests.support.queue import queued_messages
 from tests.support.rows import add_connection, load_run, trigger_run
 from tests.support.servers import RedisServer, free_port
 from tests.support.tasktracker import task
@@ -232,6 +233,16 @@ def test_enqueue_puts_json_messages_on_our_queue(
     assert all(b'"content-type": "application/json"' in message for message in messages)
     for name in (b'"task": "hooksync.drain_inbox"', b'"task": "hooksync.tick"'):
         assert sum(name in message for message in messages) == 1, messages
+
+
+def test_runs_taken_back_by_the_sweeper_go_ahead_of_new_work(
+    wctx: AppContext, worker_env: dict[str, str]
+) -> None:
+    enqueue_runs(wctx, [1])
+    enqueue_runs(wctx, [2], recovery=True)
+    client = redis.Redis.from_url(worker_env["HOOKSYNC_REDIS_URL"])
+    assert [m["args"] for m in queued_messages(client)] == [[2], [1]]
+    assert [m["args"] for m in queued_messages(client, priority=WORK_PRIORITY)] == [[1]]
 
 
 def test_enqueue_fails_fast_when_redis_is_down(

@@ -11,7 +11,7 @@ import redis
 
 from cache.context import AppContext
 from cache.db import session_scope
-from cache.lock import LockTimeout, connection_lock, lock_name
+from cache.lock import LockTimeout, connection_lock, free_connection_locks, lock_name
 from cache.store import RecordStore
 from config.errors import RetriableError
 from tests.support.rows import insert_connection
@@ -125,3 +125,62 @@ def test_an_expired_lock_cannot_cause_a_stale_overwrite(ctx: AppContext) -> None
     assert got.skipped == 1 and got.updated == 0 and got.max_seq is None
     record = store.list_records(pk, "Task").records[0]
     assert record["v"] == "webhook"
+
+
+# -- a batch's locks: free ones, a budget's worth -------------------------------------------
+
+
+def test_a_batch_takes_free_locks_in_order_up_to_its_budget(client: redis.Redis) -> None:
+    work = {3: 10, 1: 10, 2: 10, 4: 10}
+    with free_connection_locks(client, work, budget=15, timeout=5, wait=1) as first:
+        # 10 runs of connection 1 are under the budget of 15, so connection 2 is taken too.
+        assert [lock.connection_pk for lock in first] == [1, 2]
+        assert client.pttl(lock_name(1)) > 4000
+        # A second batch at the same time takes the next free ones instead of waiting.
+        with free_connection_locks(client, work, budget=15, timeout=5, wait=1) as second:
+            assert [lock.connection_pk for lock in second] == [3, 4]
+    assert not any(client.exists(lock_name(pk)) for pk in work), "all released on exit"
+
+
+def test_one_connection_over_the_budget_is_still_taken(client: redis.Redis) -> None:
+    with free_connection_locks(client, {5: 100, 6: 1}, budget=25, timeout=5, wait=1) as held:
+        assert [lock.connection_pk for lock in held] == [5]
+
+
+def test_a_batch_waits_for_whichever_of_its_connections_frees_first(
+    client: redis.Redis,
+) -> None:
+    released = threading.Event()
+
+    def hold(pk: int, seconds: float) -> None:
+        with connection_lock(client, pk, timeout=5):
+            holding[pk].set()
+            time.sleep(seconds)
+        if pk == 2:
+            released.set()
+
+    holding = {1: threading.Event(), 2: threading.Event()}
+    threads = [
+        threading.Thread(target=hold, args=(1, 2.0)),
+        threading.Thread(target=hold, args=(2, 0.3)),
+    ]
+    for thread in threads:
+        thread.start()
+    for event in holding.values():
+        event.wait(5)
+    started = time.monotonic()
+    with free_connection_locks(client, {1: 1, 2: 1}, budget=25, timeout=5, wait=5) as held:
+        waited = time.monotonic() - started
+        assert released.is_set() and [lock.connection_pk for lock in held] == [2]
+    assert waited < 1.5, "it took connection 2 when it was freed, not the lowest (1)"
+    for thread in threads:
+        thread.join()
+
+
+def test_a_batch_whose_connections_stay_locked_times_out_naming_them(
+    client: redis.Redis,
+) -> None:
+    with connection_lock(client, 8, timeout=5), connection_lock(client, 9, timeout=5):
+        with pytest.raises(LockTimeout, match=r"connections \[8, 9\] stayed locked for 0.3s"):
+            with free_connection_locks(client, {9: 1, 8: 1}, budget=25, timeout=5, wait=0.3):
+                pass  # pragma: no cover - never acquired

@@ -323,7 +323,9 @@ def test_sweeper_hands_a_silent_running_run_back_untouched(app: AppContext) -> N
         session.execute(update(SyncRun).where(SyncRun.id == run_id)
                         .values(state="running", lease_expires_at=lease))  # fmt: skip
     assert tick(app, T0 + timedelta(seconds=29), housekeeping=False).run_ids == ()
-    assert tick(app, T0 + timedelta(seconds=31), housekeeping=False).run_ids == (run_id,)
+    swept = tick(app, T0 + timedelta(seconds=31), housekeeping=False)
+    # Sent as a takeover (ahead of new work), not as a new run.
+    assert swept.run_ids == swept.swept_run_ids == (run_id,) and swept.new_run_ids == ()
     run = _run(app, run_id)
     assert (run.state, run.lease_expires_at) == ("running", lease)
 
