@@ -167,9 +167,10 @@ class Cluster:
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def check_alive(self) -> None:
+    def check_alive(self, *names: str) -> None:
+        """Raise if one of ``names`` (default: every process) has exited."""
         for name, process in self.processes.items():
-            if process.poll() is not None:
+            if (not names or name in names) and process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.tail(name)}")
 
     def start(self) -> None:
@@ -222,10 +223,11 @@ class Cluster:
                 raise RuntimeError(f"POST /connections {account!r}: {response.status_code}")
         session.close()
 
-    def wait_healthy(self, port: int, timeout: float = 60.0) -> None:
+    def wait_healthy(self, port: int, timeout: float = 60.0, *, name: str | None = None) -> None:
+        """Until the web on ``port`` answers; raise if it (``name``, else any process) exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.check_alive()
+            self.check_alive(*filter(None, [name]))
             try:
                 if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
                     return

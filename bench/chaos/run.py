@@ -87,12 +87,20 @@ class Observer:
     def backlog(self, until: float) -> int | None:
         """Runs not finished, events not routed, notifications pending, created up to
         ``until``, plus acknowledged webhooks (up to then) without an effect."""
+        parts = self.backlog_parts(until)
+        return None if parts is None else sum(parts.values())
+
+    def backlog_parts(self, until: float) -> dict[str, int] | None:
+        """``backlog`` by kind, to say what a fault left behind when it is slow to drain."""
         rows = self.query(
             "SELECT"
-            " (SELECT count(*) FROM sync_runs WHERE finished_at IS NULL AND created_at <= :t)"
-            " + (SELECT count(*) FROM webhook_events"
-            "    WHERE state = 'received' AND received_at <= :t)"
-            " + (SELECT count(*) FROM notifications WHERE state = 'pending' AND created_at <= :t)",
+            " (SELECT count(*) FROM sync_runs WHERE finished_at IS NULL AND created_at <= :t"
+            "  AND state = 'queued'),"
+            " (SELECT count(*) FROM sync_runs WHERE finished_at IS NULL AND created_at <= :t"
+            "  AND state <> 'queued'),"
+            " (SELECT count(*) FROM webhook_events"
+            "    WHERE state = 'received' AND received_at <= :t),"
+            " (SELECT count(*) FROM notifications WHERE state = 'pending' AND created_at <= :t)",
             t=_dt(until),
         )
         if rows is None:
@@ -101,7 +109,14 @@ class Observer:
         if self.load is not None:
             done = {effect.delivery for effect in self.api.effects_copy()}
             missing = sum(1 for d in self.load.acked_until(until) if d not in done)
-        return int(rows[0][0]) + missing
+        queued, running, events, notifications = (int(value) for value in rows[0])
+        return {
+            "runs queued": queued,
+            "runs running": running,
+            "events unrouted": events,
+            "notifications pending": notifications,
+            "webhooks without effect": missing,
+        }
 
 
 class Recovery:
@@ -288,7 +303,12 @@ class Chaos:
             time.sleep(0.5)
         for window in windows:
             took = self.recovery.recovered(window)
-            state = f"recovered in {took:.1f} s" if took is not None else "not yet recovered"
+            if took is not None:
+                state = f"recovered in {took:.1f} s"
+            else:
+                parts = self.observer.backlog_parts(window.ended) or {}
+                left = ", ".join(f"{n} {kind}" for kind, n in parts.items() if n)
+                state = f"not yet recovered ({left or 'the database is down'})"
             say(f"{window.name}: {window.ended - window.started:.1f} s, {state}")
         self.restart_dead()
 
