@@ -26,6 +26,7 @@ from cache.db import assert_migrated
 from config.errors import HooksyncError
 from config.logs import configure_logging
 from config.settings import Settings, load_log_options, load_settings
+from workers.broker import BrokerAMQP
 
 __all__ = [
     "DEFAULT_QUEUE",
@@ -146,7 +147,8 @@ def make_celery(ctx: AppContext | None = None) -> Celery:
     """
     if ctx is None:
         ctx = AppContext(load_settings())
-    celery = Celery("hooksync", set_as_current=False)
+    # BrokerAMQP: kombu's Redis transport made to survive a broker restart (workers.broker).
+    celery = Celery("hooksync", set_as_current=False, amqp=BrokerAMQP)
     celery.conf.update(celery_config(ctx.settings, ctx.redis_url))
     celery.hooksync_ctx = ctx  # type: ignore[attr-defined]
     # The first app made for a context is the one it sends with (a worker's own app).

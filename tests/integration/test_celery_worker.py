@@ -7,8 +7,10 @@ the Procfile starts it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from tests.support.api import Api
 from tests.support.paths import REPO
 from tests.support.queue import queued_messages
 from tests.support.rows import add_connection, load_run, trigger_run
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import QuietHandler, RedisServer, free_port, serving
 from tests.support.tasktracker import task
 from workers import inbox
 from workers.celery_app import (
@@ -295,6 +297,124 @@ def test_unix_socket_urls_work_with_the_embedded_redis(
     finally:
         ctx.close()
         stop_embedded_redis(ctx.settings.var_dir)
+
+
+@pytest.mark.parametrize("listen", ["tcp", "unix"])
+def test_the_worker_survives_a_broker_crash_with_work_in_flight(
+    make_env: Callable[..., dict[str, str]],
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    start: Callable[..., Process],
+    listen: str,
+) -> None:
+    """Redis is killed (SIGKILL) while a run holds its message unacknowledged and the worker
+    waits in BRPOP for more (a free slot), then comes back on the same address: the worker
+    reconnects and goes on. kombu alone made it exit ("Unrecoverable error: AttributeError
+    ... 'hostname'", workers/broker.py); the embedded Redis's Unix socket as well as TCP."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    class SlowTracker(QuietHandler):
+        def do_GET(self) -> None:  # the example sync's GET /tasks, held until released
+            calls.append(self.path)
+            release.wait(30)
+            body = b'{"tasks": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    def serve(port: int | None = None) -> RedisServer:
+        if listen == "unix":
+            return RedisServer(tmp_path, unix_socket=tmp_path / "redis.sock")
+        return RedisServer(tmp_path, port)
+
+    server = serve()
+    ctx = None
+    with serving(SlowTracker) as tracker:
+        try:
+            monkeypatch.setenv("TASKTRACKER_BASE_URL", f"http://127.0.0.1:{tracker.server_port}")
+            monkeypatch.setenv("TASKTRACKER_WEBHOOK_SECRET", "tracker-secret")
+            env = make_env(HOOKSYNC_REDIS_URL=server.url, HOOKSYNC_DATABASE_URL=sqlite_url)
+            ctx = AppContext(load_settings(env))
+            held, after = (
+                trigger_run(ctx, add_connection(ctx, "tasktracker", name, {"workspace_id": "w1"},
+                                                credentials=CREDENTIALS, schedules=True), "tasks")
+                for name in ("held", "after")
+            )  # fmt: skip
+            # Two slots: one runs the held run, the other waits in BRPOP for more work.
+            worker = start([*WORKER, "--concurrency=2"], env)
+            enqueue_runs(ctx, [held])
+            deadline = time.monotonic() + 30
+            while not calls:
+                assert time.monotonic() < deadline, f"the run never started:\n{worker.output()}"
+                assert worker.popen.poll() is None, worker.output()
+                time.sleep(0.05)
+            time.sleep(0.5)  # the free slot's BRPOP is sent
+
+            # The crash. kombu went wrong when the worker notices it on another connection
+            # than the BRPOP's, typically its remote control's pub/sub one: about 3 crashes
+            # in 4 here. To have it every time, the worker is frozen while its pub/sub
+            # connection is dropped and then Redis killed, and Redis comes back only once
+            # the worker has noticed (else the pub/sub connection just reconnects).
+            worker.popen.send_signal(signal.SIGSTOP)
+            try:
+                with redis.Redis.from_url(server.url) as client:
+                    client.client_kill_filter(_type="pubsub")
+                server.kill()
+            finally:
+                worker.popen.send_signal(signal.SIGCONT)
+            deadline = time.monotonic() + 20
+            while "Connection to broker lost" not in worker.output():
+                assert time.monotonic() < deadline, f"no loss noticed:\n{worker.output()}"
+                time.sleep(0.05)
+            server = serve(server.port)  # back on the same address, empty
+
+            deadline = time.monotonic() + 20
+            while worker.output().count("Connected to") < 2:
+                # Celery logs the error at once, but exits only when the held run ends.
+                if worker.popen.poll() is not None or "Unrecoverable error" in worker.output():
+                    pytest.fail(f"the worker gave up after the broker crash:\n{worker.output()}")
+                assert time.monotonic() < deadline, f"no reconnection:\n{worker.output()}"
+                time.sleep(0.1)
+            release.set()
+            assert wait_for_run(ctx, held, worker).state == "success"
+            enqueue_runs(ctx, [after])  # taken by the new connection
+            assert wait_for_run(ctx, after, worker).state == "success"
+            assert worker.popen.poll() is None
+            assert "Unrecoverable error" not in worker.output()
+            # The held run's late ack reached the restarted Redis (the old channel's pool).
+            assert "Couldn't ack" not in worker.output()
+        finally:
+            release.set()
+            server.stop()
+            if ctx is not None:
+                ctx.close()
+
+
+def test_a_channel_closed_after_its_transport_was_detached_fails_as_if_redis_were_down(
+    wctx: AppContext,
+) -> None:
+    """The safety net of workers/broker.py, step by step: a channel holding an unacknowledged
+    message is closed after kombu detached its transport (``Connection.collect``). kombu
+    alone raised AttributeError there, which Celery calls unrecoverable."""
+    from kombu import Producer, Queue
+
+    connection = make_celery(wctx).connection_for_read()
+    channel = connection.channel()
+    queue = Queue("broker-test", routing_key="broker-test", channel=channel)
+    Producer(channel).publish({"n": 1}, routing_key="broker-test", declare=[queue])
+    message = queue.get(no_ack=False)
+    assert message is not None and message.payload == {"n": 1}
+    assert wctx.redis.hlen("unacked") == 1
+
+    connection._do_close_transport()  # what collect() does after its failed channel close
+    with pytest.raises(redis.ConnectionError, match="broker connection of this channel"):
+        channel.close()
+    # Not restored, not lost: back on its queue once the visibility timeout lapses.
+    assert wctx.redis.hlen("unacked") == 1
 
 
 def test_a_run_consumed_during_a_database_outage_runs_as_soon_as_it_is_back(

