@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,8 +74,17 @@ _HANDLER = "on_webhook_payload_received"
 ROUND_RUNS = 25
 
 
-def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
+def execute_webhook_runs(
+    ctx: AppContext,
+    claims: Sequence[Claim],
+    deliver: Callable[[list[int]], None] | None = None,
+) -> list[int]:
     """Execute webhook runs this worker claimed while routing them; return notification ids.
+
+    ``deliver`` is given each round's notification ids as soon as the round committed
+    them, so a worker that dies in a later round leaves none of them recorded but unsent
+    (those would wait for the sweeper's long re-dispatch window) and the app hears of the
+    first connections' changes without waiting for the last ones'.
 
     Each connection's groups run, are written and are finished while this worker holds the
     connection's lock, so two batches of one connection never overlap (on one machine or
@@ -108,6 +117,8 @@ def execute_webhook_runs(ctx: AppContext, claims: Sequence[Claim]) -> list[int]:
         while pending:
             pending, finished = _run_round(ctx, pending, integrations, config_error, heartbeat)
             notification_ids += finished
+            if deliver is not None and finished:
+                deliver(finished)
     except LeaseLost as error:
         logger.warning("%s; leaving the batch's remaining runs to their new owners", error)
     finally:

@@ -5,8 +5,10 @@
 1. clear the wake-up flag, then read up to ``BATCH_SIZE`` entries (``workers.inbox``);
 2. record and route them in one transaction, the new runs claimed by this worker
    (``workers.events.route_events``), then acknowledge the entries;
-3. execute the claimed runs, coalesced per (connection, sync) (``workers.coalesce``);
-4. deliver the completion webhooks at once (``workers.delivery.deliver_many``);
+3. execute the claimed runs, coalesced per (connection, sync) (``workers.coalesce``), in
+   rounds of a few connections;
+4. deliver each round's completion webhooks as soon as the round committed them
+   (``workers.delivery.deliver_many``);
 
 and again, while entries keep coming, for at most ``DRAIN_SECONDS`` — then it hands over to
 a new wake-up, so one long drain never holds a worker process away from ticks and polls.
@@ -128,14 +130,16 @@ def _process(ctx: AppContext, entries: list[inbox.InboxEntry]) -> bool:
         # Runs of events routed before (an entry routed twice): the usual queue.
         _best_effort(enqueue_runs, ctx, queued)
     routed = time.perf_counter()
-    notification_ids = forwards + execute_webhook_runs(ctx, claimed)
-    executed = time.perf_counter()
-    try:
-        deliver_many(ctx, notification_ids)
-    except Exception:
-        # The rows are due: the sweeper delivers them on its next tick.
-        logger.warning("inbox: delivery failed; the sweeper will retry", exc_info=True)
-        _best_effort(enqueue_notifications, ctx, notification_ids)
+    delivering = 0.0
+
+    def deliver(notification_ids: list[int]) -> None:
+        nonlocal delivering
+        began = time.perf_counter()
+        _deliver(ctx, notification_ids)
+        delivering += time.perf_counter() - began
+
+    deliver(forwards)
+    notification_ids = forwards + execute_webhook_runs(ctx, claimed, deliver)
     logger.info(
         "inbox: %d webhook(s), %d run(s), %d notification(s): routed in %.1f ms, executed in "
         "%.1f ms, delivered in %.1f ms",
@@ -143,10 +147,21 @@ def _process(ctx: AppContext, entries: list[inbox.InboxEntry]) -> bool:
         len(claimed),
         len(notification_ids),
         (routed - started) * 1000,
-        (executed - routed) * 1000,
-        (time.perf_counter() - executed) * 1000,
+        (time.perf_counter() - routed - delivering) * 1000,
+        delivering * 1000,
     )
     return True
+
+
+def _deliver(ctx: AppContext, notification_ids: list[int]) -> None:
+    if not notification_ids:
+        return
+    try:
+        deliver_many(ctx, notification_ids)
+    except Exception:
+        # The rows are due: the sweeper delivers them on its next tick.
+        logger.warning("inbox: delivery failed; the sweeper will retry", exc_info=True)
+        _best_effort(enqueue_notifications, ctx, notification_ids)
 
 
 def _log_routed(events: list[dict[str, Any]], results: list[RouteResult | None]) -> None:

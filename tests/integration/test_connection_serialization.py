@@ -30,6 +30,7 @@ from tests.support.concurrency import run_at_once
 from tests.support.paths import REPO
 from tests.support.rows import insert_connection
 from tests.support.servers import QuietHandler, serving
+from workers.coalesce import ROUND_RUNS, execute_webhook_runs
 from workers.drain import drain_inbox
 from workers.events import route_events
 from workers.execution import execute_run
@@ -160,3 +161,31 @@ def test_queued_webhook_runs_of_one_connection_run_one_at_a_time(ctx: AppContext
     spans = [(began, ended) for account, began, ended in _SlowApi.calls if account == "a"]
     assert len(spans) == 2
     assert overlapping(spans) == [], "two webhook runs of one connection ran at once"
+
+
+def test_each_round_is_delivered_before_the_next_round_runs(
+    make_env: Any, database_url: str, ctx: AppContext
+) -> None:
+    # More runs of connection a than a round takes: a alone is the first round, b the second.
+    # a's completion webhook is handed to delivery before b's handler calls the API, so a
+    # worker dying in b's round leaves nothing of a's recorded but unsent.
+    env = make_env(
+        HOOKSYNC_DATABASE_URL=database_url,
+        HOOKSYNC_INTEGRATIONS_DIR=str(REPO / "bench" / "scale_integration"),
+        HOOKSYNC_APP_WEBHOOK_URLS="http://127.0.0.1:9/app",
+    )
+    app = AppContext(load_settings(env))
+    try:
+        events = [webhook(app, "a", f"a-{n}", n, f"r-a-{n}") for n in range(ROUND_RUNS + 1)]
+        events.append(webhook(app, "b", "b-0", 0, "r-b-0"))
+        results = route_events(app, events, claim=True)
+        claims = [claim for result in results if result for claim in result.claims]
+        delivered: list[tuple[float, list[int]]] = []
+        ids = execute_webhook_runs(
+            app, claims, lambda batch: delivered.append((time.monotonic(), batch))
+        )
+    finally:
+        app.close()
+    assert [batch for _, batch in delivered] == [ids[:1], ids[1:]] and len(ids) == 2
+    (b_began,) = [began for account, began, _ in _SlowApi.calls if account == "b"]
+    assert delivered[0][0] < b_began, "a's round was delivered only after b's round ran"
