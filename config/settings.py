@@ -47,7 +47,10 @@ class Settings:
     var_dir: Path
     max_webhook_bytes: int = 1024 * 1024
     webhook_tolerance_seconds: int = 300
-    tick_seconds: float = 5.0
+    #: ``HOOKSYNC_TICK_SECONDS``: how often beat runs the tick, whose sweeper takes back what a
+    #: dead worker held: run lease + tick (11 s) and send lease + tick (13 s) stay inside the
+    #: 15 s takeover bound with room for the takeover's own dispatch.
+    tick_seconds: float = 3.0
     lease_seconds: int = 90
     #: ``HOOKSYNC_RUN_LEASE_SECONDS``: a running run's lease. Its worker renews it every
     #: third of it; a dead worker's run is taken over once it ran out, at the next tick.
@@ -119,7 +122,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_tolerance_seconds=_parse_int(
             env, "HOOKSYNC_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1
         ),
-        tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 5.0, minimum=0.1),
+        tick_seconds=_parse_float(env, "HOOKSYNC_TICK_SECONDS", 3.0, minimum=0.1),
         lease_seconds=_parse_int(env, "HOOKSYNC_LEASE_SECONDS", 90, minimum=5),
         run_lease_seconds=_parse_float(
             env, "HOOKSYNC_RUN_LEASE_SECONDS", DEFAULT_RUN_LEASE_SECONDS, minimum=3.0

@@ -50,8 +50,8 @@ from bench.chaos.report import FaultLine, render
 
 __all__ = ["main"]
 
-#: The beat tick here: the default (5 s) is what the takeover bound is about.
-TICK_SECONDS = 5.0
+#: The beat tick here: the default (3 s) is what the takeover bound is about.
+TICK_SECONDS = 3.0
 
 
 def say(text: str) -> None:
