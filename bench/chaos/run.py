@@ -164,17 +164,28 @@ class Takeovers:
     running at the same attempt whose lease did not move are the dead worker's (a live
     worker renews every third of the 8 s lease). A run that a live worker gave back for a
     transient error is not a takeover and is not counted.
+
+    Each held run is then watched until its *next* attempt is claimed: that claim's
+    ``started_at`` is the takeover. (Its last ``started_at`` at the end would not do: a run
+    taken over by a worker that is killed in turn is claimed a third time, and that second
+    takeover is measured from the second kill.)
     """
 
     #: Longer than one renewal period (lease / 3 = 2.7 s) plus a slow database write.
     HEARTBEAT_GRACE = 4.5
+    #: How often the watched runs are read, and how long at most.
+    WATCH_EVERY = 0.5
+    WATCH_FOR = 180.0
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
         #: (kill time, victim, [(run id, attempt)])
         self.victims: list[tuple[float, str, list[tuple[int, int]]]] = []
+        #: (run id, attempt) → seconds from its worker's kill to the next attempt's claim.
+        self.took: dict[tuple[int, int], float] = {}
         self.notes: list[str] = []
         self._timers: list[threading.Thread] = []
+        self._lock = threading.Lock()
 
     def _running(self) -> dict[int, tuple[int, Any]] | None:
         rows = self.observer.query(
@@ -196,35 +207,56 @@ class Takeovers:
                 return
             held = [(run, attempt) for run, (attempt, lease) in before.items()
                     if after.get(run) == (attempt, lease)]  # fmt: skip
-            self.victims.append((at, victim, held))
+            with self._lock:
+                self.victims.append((at, victim, held))
+            self._watch(at, held)
 
         thread = threading.Thread(target=later, daemon=True)
         thread.start()
         self._timers.append(thread)
 
+    def _watch(self, at: float, held: list[tuple[int, int]]) -> None:
+        """Until each held run's next attempt is claimed (or ``WATCH_FOR`` passed)."""
+        waiting = dict(held)
+        deadline = time.monotonic() + self.WATCH_FOR
+        while waiting and time.monotonic() < deadline:
+            rows = self.observer.query(
+                "SELECT id, attempts, started_at FROM sync_runs WHERE id = ANY(:ids)",
+                ids=list(waiting),
+            )
+            seen = time.time()
+            for run_id, attempts, started in rows or []:
+                attempt = waiting[run_id]
+                if attempts <= attempt:
+                    continue
+                # The next claim's own start, unless a later claim overwrote it already
+                # (then when it was seen: at most WATCH_EVERY late).
+                claimed = _epoch(started) if attempts == attempt + 1 else seen
+                with self._lock:
+                    self.took[(run_id, attempt)] = claimed - at
+                del waiting[run_id]
+            time.sleep(self.WATCH_EVERY)
+
     def measure(self) -> tuple[list[float], int, str]:
         """(seconds from kill to re-claim per run cut, runs never taken over, the worst)."""
         for thread in self._timers:
-            thread.join(30)
+            thread.join(self.HEARTBEAT_GRACE + self.WATCH_FOR + 30)
         figures: list[float] = []
         orphaned = 0
         worst = (0.0, "")
-        for at, victim, held in self.victims:
+        for _at, victim, held in self.victims:
             for run_id, attempt in held:
-                rows = self.observer.query(
-                    "SELECT started_at, attempts, finished_at FROM sync_runs WHERE id = :id",
-                    id=run_id,
-                )
-                if not rows:
-                    continue
-                started, attempts, finished = rows[0]
-                if attempts > attempt and started is not None:
-                    took = _epoch(started) - at
+                took = self.took.get((run_id, attempt))
+                if took is not None:
                     figures.append(took)
                     if took > worst[0]:
-                        worst = (took, f"run {run_id} of {victim} (attempt {attempts} claimed "
-                                       f"{took:.1f} s after the kill)")  # fmt: skip
-                elif finished is None:
+                        worst = (took, f"run {run_id} of {victim} (attempt {attempt + 1} "
+                                       f"claimed {took:.1f} s after the kill)")  # fmt: skip
+                    continue
+                rows = self.observer.query(
+                    "SELECT finished_at FROM sync_runs WHERE id = :id", id=run_id
+                )
+                if rows and rows[0][0] is None:
                     orphaned += 1
         return figures, orphaned, worst[1]
 
