@@ -32,9 +32,10 @@ worker_class = "ingress.gunicorn_worker.JsonErrorGeventWorker"
 #: it gunicorn stops accepting and the kernel's backlog holds the rest. gunicorn's default.
 worker_connections = 1000
 
-#: Seconds a client has to send its request line and headers, and that an idle keep-alive
-#: connection is kept. A provider sends its headers in one write; a socket trickling them
-#: is closed after this. (Must stay above 0: at 0 gunicorn reads the headers unbounded.)
+#: Seconds a new connection has to send its first request line and headers. A provider sends
+#: its headers in one write; a socket trickling them is closed after this. (Must stay above
+#: 0: at 0 gunicorn reads the headers unbounded.) A connection that was answered then waits
+#: for its next request up to ``ingress.gunicorn_worker.KEPT_ALIVE_IDLE_SECONDS`` (75 s).
 keepalive = 5
 
 

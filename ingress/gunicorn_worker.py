@@ -15,9 +15,10 @@ bounds such sockets (``hooksync/gunicorn_config.py`` sets the figures):
 
 * ``worker_connections`` connections per worker process; past it gunicorn stops accepting
   and new connections wait in the kernel's backlog;
-* ``keepalive`` seconds for a request line and its headers (gunicorn's gevent worker reads
-  them under ``gevent.Timeout(keepalive)`` and closes the connection when it fires), which
-  is also how long an idle keep-alive connection is kept;
+* ``keepalive`` seconds for the request line and headers of a connection's first request
+  (gunicorn's gevent worker reads them under ``timeout_ctx()`` and closes the connection
+  when it fires); after a request was answered, ``KEPT_ALIVE_IDLE_SECONDS`` (75 s) for the
+  next one: ``JsonErrorGeventWorker.timeout_ctx``;
 * ``timeout`` seconds for the rest of a request (reading its body, the app, writing the
   answer): ``JsonErrorGeventWorker.handle_request``. Under an async worker gunicorn's own
   ``timeout`` is only the worker's heartbeat (the hub not run for that long), so this
@@ -31,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import weakref
 from typing import Any
 
 import gevent
@@ -67,14 +69,37 @@ class JsonErrorWorker(JsonErrorMixin, SyncWorker):
     """``gunicorn.workers.sync.SyncWorker`` whose pre-app error pages are JSON."""
 
 
+#: Seconds a kept-alive connection may sit idle between two requests. Above the idle timeouts
+#: of the proxies and load balancers put in front (nginx's upstream keep-alive and AWS ALB:
+#: 60 s), as the rule "the server outlives the proxy's idle connection" asks: otherwise the
+#: server closes a connection just as the proxy (or a provider's pooled client) sends the
+#: next webhook on it, and that webhook gets a reset instead of an answer (the main-path bench
+#: saw 7-18 such per phase with the 5 s of ``keepalive``). An idle connection costs a greenlet
+#: and a socket; ``worker_connections`` bounds them either way.
+KEPT_ALIVE_IDLE_SECONDS = 75.0
+
+#: The greenlets (one per connection) that have answered a request: their connection waits
+#: for the next one with ``KEPT_ALIVE_IDLE_SECONDS``, not ``keepalive``.
+_answered: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 class JsonErrorGeventWorker(JsonErrorMixin, GeventWorker):  # type: ignore[misc]
-    """``gunicorn.workers.ggevent.GeventWorker`` whose pre-app error pages are JSON and whose
-    requests each get ``timeout`` seconds from their headers to their answer."""
+    """``gunicorn.workers.ggevent.GeventWorker`` whose pre-app error pages are JSON, whose
+    requests each get ``timeout`` seconds from their headers to their answer, and whose
+    kept-alive connections stay open ``KEPT_ALIVE_IDLE_SECONDS`` between requests."""
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        # gunicorn reads every request's line and headers under this: the first of a
+        # connection must come within ``keepalive`` (a socket trickling it is cut), the next
+        # ones may follow an idle pause as long as a proxy's.
+        answered = gevent.getcurrent() in _answered
+        return gevent.Timeout(KEPT_ALIVE_IDLE_SECONDS if answered else self.cfg.keepalive, False)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         seconds = self.cfg.timeout if self.cfg.timeout > 0 else None  # 0: gunicorn's "never"
         deadline = gevent.Timeout(seconds)
         deadline.start()
+        _answered.add(gevent.getcurrent())
         try:
             return super().handle_request(listener_name, req, sock, addr)
         except gevent.Timeout as exc:

@@ -10,6 +10,7 @@ and that each greenlet logs with its own request's ids.
 
 from __future__ import annotations
 
+import http.client
 import json
 import secrets
 import socket
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bench.e2e_load import WEBHOOK_PATH, build_webhook
+from bench.e2e_load import WEBHOOK_PATH, build_webhook, post_webhook
 from bench.slow_clients import SlowSockets, bench_web, port_of, send_webhooks
 from demo.stack import Stack
 
@@ -99,6 +100,23 @@ def test_headers_not_complete_within_keepalive_seconds_close_the_connection(
                 break
     assert closed_after is not None, "the server kept a socket trickling its headers"
     assert HEADER_SECONDS - 1 <= closed_after <= HEADER_SECONDS + 3, closed_after
+
+
+def test_a_kept_alive_connection_idle_longer_than_keepalive_is_still_answered(
+    web: tuple[Stack, str],
+) -> None:
+    # A provider's pooled client (or a proxy) sends its next webhook on a connection that sat
+    # idle: the server must not have closed it after the 5 s allowed for a first request's
+    # headers, or that webhook gets a reset instead of an answer.
+    stack, secret = web
+    connection = http.client.HTTPConnection("127.0.0.1", port_of(stack), timeout=10)
+    try:
+        first = post_webhook(connection, *build_webhook(secret.encode(), "acct-001", "idle-1", 1))
+        time.sleep(HEADER_SECONDS + 3)
+        second = post_webhook(connection, *build_webhook(secret.encode(), "acct-001", "idle-2", 2))
+    finally:
+        connection.close()
+    assert (first[1], second[1]) == (202, 202)
 
 
 def test_a_body_not_complete_within_timeout_closes_only_its_connection(
