@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import LockError, LockNotOwnedError
 
 from config.errors import RetriableError
@@ -164,7 +165,8 @@ def free_connection_locks(
         raise ValueError("free_connection_locks needs at least one connection")
     held: list[ConnectionLock] = []
     try:
-        held = _take_free(redis_client, pks, [work[pk] for pk in pks], budget, timeout)
+        weights = [work[pk] for pk in pks]
+        held = _take_free(redis_client, pks, weights, budget, timeout)
         pause = POLL_SECONDS
         deadline = time.monotonic() + wait
         while not held:
@@ -175,7 +177,7 @@ def free_connection_locks(
                 )
             time.sleep(pause)
             pause = min(pause * 2, MAX_POLL_SECONDS)
-            held = _take_free(redis_client, pks, [work[pk] for pk in pks], budget, timeout)
+            held = _take_free(redis_client, pks, weights, budget, timeout)
         for lock in held:
             lock._start_renewal(timeout / 3)
         yield held
@@ -202,6 +204,17 @@ return taken
 """
 
 
+_scripts: list[Script] = []
+
+
+def _take_free_script(redis_client: redis.Redis) -> Script:
+    # Registered once per process (its SHA computed once); called with each caller's client,
+    # it runs by EVALSHA and loads itself into a Redis that does not know it yet.
+    if not _scripts:
+        _scripts.append(redis_client.register_script(_TAKE_FREE))
+    return _scripts[0]
+
+
 def _take_free(
     redis_client: redis.Redis, pks: list[int], weights: list[int], budget: int, timeout: float
 ) -> list[ConnectionLock]:
@@ -211,8 +224,8 @@ def _take_free(
     for token, weight in zip(tokens, weights, strict=True):
         args += [token, weight]
     try:
-        taken = redis_client.register_script(_TAKE_FREE)(
-            keys=[lock_name(pk) for pk in pks], args=args
+        taken = _take_free_script(redis_client)(
+            keys=[lock_name(pk) for pk in pks], args=args, client=redis_client
         )
     except redis.RedisError as error:
         raise RetriableError(f"cannot reach Redis to lock connections: {error}") from error

@@ -42,7 +42,7 @@ DELIVER_NOTIFICATION = "hooksync.deliver_notification"
 TICK = "hooksync.tick"
 
 
-def _send(ctx: AppContext, name: str, args: list[Any], *, priority: int | None = None) -> None:
+def _send(ctx: AppContext, name: str, args: list[Any], *, priority: int = WORK_PRIORITY) -> None:
     """Publish one message; raise RetriableError unless Redis accepted it.
 
     Celery's publish retry is off: it would block a web request for many seconds while
@@ -50,8 +50,6 @@ def _send(ctx: AppContext, name: str, args: list[Any], *, priority: int | None =
     """
     celery = celery_for(ctx)
     try:
-        if priority is None:
-            priority = TICK_PRIORITY if name == TICK else WORK_PRIORITY
         celery.send_task(name, args=args, retry=False, priority=priority)
     except ImportError as error:
         # Not a broker problem: the install lacks a module the transport needs.
@@ -139,7 +137,7 @@ def enqueue_tick(ctx: AppContext) -> None:
     Raises:
         RetriableError: Redis did not acknowledge the message (beat ticks anyway).
     """
-    _send(ctx, TICK, [])
+    _send(ctx, TICK, [], priority=TICK_PRIORITY)
 
 
 def enqueue_after_commit(

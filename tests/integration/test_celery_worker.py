@@ -319,12 +319,7 @@ def test_the_worker_survives_a_broker_crash_with_work_in_flight(
         def do_GET(self) -> None:  # the example sync's GET /tasks, held until released
             calls.append(self.path)
             release.wait(30)
-            body = b'{"tasks": []}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_json(b'{"tasks": []}')
 
     def serve(port: int | None = None) -> RedisServer:
         if listen == "unix":

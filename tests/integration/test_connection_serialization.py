@@ -49,12 +49,7 @@ class _SlowApi(QuietHandler):
         ended = time.monotonic()
         with self.guard:
             self.calls.append((self.path.rsplit("/", 1)[-1].split("-")[0], began, ended))
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(b"{}")
 
 
 @pytest.fixture
